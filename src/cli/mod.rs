@@ -1,0 +1,65 @@
+//! Command-line surface. Clap types stay here; each subcommand lives in its
+//! own file and returns an exit code.
+
+pub mod agent;
+pub mod validate;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit code for usage errors and unloadable inputs.
+pub const EXIT_USAGE: i32 = 2;
+
+/// `metaopt`: a table-driven runtime for ml-metaoptimization campaigns.
+#[derive(Debug, Parser)]
+#[command(name = "metaopt", version, about)]
+pub struct Cli {
+    /// Use the machine tables in DIR instead of the embedded ones.
+    #[arg(long, global = true, env = "METAOPT_MACHINE", value_name = "DIR")]
+    pub machine: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one control-agent phase on explicit paths and write its handoff.
+    Agent(agent::AgentArgs),
+    /// Validate a campaign file and print every issue.
+    Validate(validate::ValidateArgs),
+}
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    run(cli)
+}
+
+/// Loads the machine or prints every load error.
+pub fn load_machine(dir: Option<&std::path::Path>) -> Result<crate::machine::Machine, i32> {
+    crate::machine::Machine::load(dir).map_err(|e| {
+        eprintln!("error: the machine tables do not load:");
+        for line in &e.0 {
+            eprintln!("  {line}");
+        }
+        EXIT_USAGE
+    })
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> i32 {
+    let machine_dir = cli.machine.as_deref();
+    match cli.command {
+        Command::Agent(a) => agent::run(machine_dir, a),
+        Command::Validate(v) => validate::run(machine_dir, v),
+    }
+}

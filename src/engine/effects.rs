@@ -1,0 +1,68 @@
+//! Applying a phase's file effects: writes (atomic) and consumed results
+//! (moved aside so that a result is never processed twice).
+
+use crate::engine::phase::FileWrite;
+use crate::exec::marked_block;
+use crate::workspace::fsio::{self, write_atomic};
+use std::path::{Path, PathBuf};
+
+/// Performs the writes in order; the first failure stops and names the file.
+pub fn apply_writes(writes: &[FileWrite]) -> Result<(), String> {
+    for w in writes {
+        let path = Path::new(w.path());
+        let text = match w {
+            FileWrite::Text { text, .. } => text.clone(),
+            FileWrite::Block {
+                begin, end, body, ..
+            } => {
+                let existing = fsio::read_text_capped(path).ok();
+                let new = marked_block::upserted(existing.as_deref(), begin, end, body);
+                if existing.as_deref() == Some(new.as_str()) {
+                    continue;
+                }
+                new
+            }
+        };
+        write_atomic(path, text.as_bytes())
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Moves each existing file to `<dir>/consumed/<stem>.<n>.<ext>` (n counts up).
+pub fn consume(paths: &[String]) -> Result<Vec<String>, String> {
+    let mut moved = Vec::new();
+    for p in paths {
+        let path = Path::new(p);
+        if !path.is_file() {
+            continue;
+        }
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let consumed = dir.join("consumed");
+        std::fs::create_dir_all(&consumed).map_err(|e| format!("{}: {e}", consumed.display()))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = path
+            .extension()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut n = 1;
+        let target = loop {
+            let t = consumed.join(format!("{stem}.{n}.{ext}"));
+            if !t.exists() {
+                break t;
+            }
+            n += 1;
+        };
+        crate::workspace::failpoint::hit(&target).map_err(|e| e.to_string())?;
+        std::fs::rename(path, &target)
+            .map_err(|e| format!("{}: cannot move aside: {e}", path.display()))?;
+        moved.push(target.display().to_string());
+    }
+    Ok(moved)
+}

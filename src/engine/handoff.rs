@@ -1,0 +1,218 @@
+//! The handoff envelope: its canonical text (keys sorted, 2-space indent)
+//! and its validation against the policy table — ownership, directive
+//! allow-list and fields, launch-request policy, file confinement. Every
+//! violation is listed; any one of them makes the handoff a protocol
+//! violation.
+
+use crate::engine::patch::leaf_paths;
+use crate::machine::Machine;
+use crate::workspace::fsio::resolves_inside;
+use serde_json::Value;
+use std::path::Path;
+
+/// Pretty JSON with sorted keys and a trailing newline.
+pub fn to_pretty(value: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    s.push('\n');
+    s
+}
+
+/// Every way `handoff` breaks the policy, for `agent`, with files resolved from `base`.
+pub fn violations(machine: &Machine, agent: &str, handoff: &Value, base: &Path) -> Vec<String> {
+    let policy = &machine.policy;
+    let mut out = Vec::new();
+    let Some(h) = handoff.as_object() else {
+        return vec!["handoff is not a JSON object".into()];
+    };
+    for key in &policy.legacy_keys {
+        if h.contains_key(key) {
+            out.push(format!("legacy handoff key `{key}` is not allowed"));
+        }
+    }
+    if h.get("schema_version").and_then(Value::as_i64) != Some(policy.handoff_schema_version) {
+        out.push(format!(
+            "schema_version must be {}",
+            policy.handoff_schema_version
+        ));
+    }
+    if h.get("control_agent").and_then(Value::as_str) != Some(agent) {
+        out.push(format!("control_agent must be `{agent}`"));
+    }
+    match h.get("recommended_next_machine_state") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if machine.states.states.contains_key(s) => {}
+        Some(other) => out.push(format!(
+            "recommended_next_machine_state {other} is not a machine state"
+        )),
+    }
+    let owns: Vec<&str> = machine
+        .agent(agent)
+        .map(|a| a.table.owns.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    match h.get("state_patch") {
+        None | Some(Value::Null) => {}
+        Some(p @ Value::Object(_)) => {
+            for path in leaf_paths(p) {
+                let top = path[0].as_str();
+                if !owns.contains(&top) {
+                    out.push(format!(
+                        "state_patch path `{}` is not owned by `{agent}`",
+                        path.join(".")
+                    ));
+                }
+            }
+        }
+        Some(_) => out.push("state_patch must be an object or null".into()),
+    }
+    match h.get("directives") {
+        Some(Value::Array(items)) => {
+            for (i, d) in items.iter().enumerate() {
+                directive_violations(machine, i, d, base, &mut out);
+            }
+        }
+        _ => out.push("directives must be a list".into()),
+    }
+    match h.get("launch_requests") {
+        Some(Value::Array(items)) => {
+            for (i, l) in items.iter().enumerate() {
+                launch_violations(machine, i, l, base, &mut out);
+            }
+        }
+        _ => out.push("launch_requests must be a list".into()),
+    }
+    out
+}
+
+fn directive_violations(
+    machine: &Machine,
+    i: usize,
+    d: &Value,
+    base: &Path,
+    out: &mut Vec<String>,
+) {
+    let policy = &machine.policy;
+    let Some(obj) = d.as_object() else {
+        out.push(format!("directives[{i}] is not an object"));
+        return;
+    };
+    let action = obj
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if action.is_empty() {
+        out.push(format!("directives[{i}] has no action"));
+        return;
+    }
+    if obj
+        .get("reason")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        out.push(format!("directives[{i}] `{action}` has no reason"));
+    }
+    if policy.blocked_directives.iter().any(|b| b == action) {
+        out.push(format!("directives[{i}]: action `{action}` is blocked"));
+        return;
+    }
+    let Some(dp) = policy.directives.get(action) else {
+        out.push(format!("directives[{i}]: unknown action `{action}`"));
+        return;
+    };
+    for field in &dp.required {
+        if obj.get(field).is_none_or(Value::is_null) {
+            out.push(format!(
+                "directives[{i}] `{action}` lacks required field `{field}`"
+            ));
+        }
+    }
+    for field in &policy.confinement.result_fields {
+        if let Some(path) = obj.get(field).and_then(Value::as_str)
+            && !policy
+                .confinement
+                .result_dirs
+                .iter()
+                .any(|dir| resolves_inside(base, path, dir))
+        {
+            out.push(format!(
+                "directives[{i}] `{action}`: {field} `{path}` escapes the result directories"
+            ));
+        }
+    }
+    for (field, layout_key) in &policy.confinement.fixed_fields {
+        if let Some(path) = obj.get(field).and_then(Value::as_str) {
+            let expected = policy
+                .orchestrator
+                .layout
+                .get(layout_key)
+                .map(String::as_str)
+                .unwrap_or(layout_key);
+            if crate::workspace::fsio::normalize(Path::new(path)) != Path::new(expected) {
+                out.push(format!(
+                    "directives[{i}] `{action}`: {field} must be `{expected}`, got `{path}`"
+                ));
+            }
+        }
+    }
+}
+
+fn launch_violations(machine: &Machine, i: usize, l: &Value, base: &Path, out: &mut Vec<String>) {
+    let policy = &machine.policy;
+    let Some(obj) = l.as_object() else {
+        out.push(format!("launch_requests[{i}] is not an object"));
+        return;
+    };
+    for field in ["worker_ref", "model_class", "task_file", "result_file"] {
+        if obj
+            .get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            out.push(format!("launch_requests[{i}] lacks `{field}`"));
+        }
+    }
+    if obj.contains_key("slot_class") != obj.contains_key("mode") {
+        out.push(format!(
+            "launch_requests[{i}]: slot_class and mode come together or not at all"
+        ));
+    }
+    let worker = obj
+        .get("worker_ref")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match policy.workers.get(worker) {
+        None => out.push(format!("launch_requests[{i}]: unknown worker `{worker}`")),
+        Some(wp) if !wp.launchable => out.push(format!(
+            "launch_requests[{i}]: `{worker}` is directive-only and cannot be launched"
+        )),
+        Some(wp) => {
+            for (key, expected) in [
+                ("slot_class", &wp.slot_class),
+                ("mode", &wp.mode),
+                ("model_class", &wp.model_class),
+            ] {
+                if let (Some(e), Some(got)) = (expected, obj.get(key).and_then(Value::as_str))
+                    && e != got
+                {
+                    out.push(format!(
+                        "launch_requests[{i}]: `{worker}` needs {key} `{e}`, got `{got}`"
+                    ));
+                }
+            }
+        }
+    }
+    let c = &policy.confinement;
+    if let Some(p) = obj.get("task_file").and_then(Value::as_str)
+        && !c.task_dirs.iter().any(|d| resolves_inside(base, p, d))
+    {
+        out.push(format!(
+            "launch_requests[{i}]: task_file `{p}` escapes the task directories"
+        ));
+    }
+    if let Some(p) = obj.get("result_file").and_then(Value::as_str)
+        && !c.result_dirs.iter().any(|d| resolves_inside(base, p, d))
+    {
+        out.push(format!(
+            "launch_requests[{i}]: result_file `{p}` escapes the result directories"
+        ));
+    }
+}

@@ -1,0 +1,11 @@
+//! The interpreter: sandbox, templates, phase runner, patches, handoff validation.
+
+pub mod effects;
+pub mod handoff;
+pub mod patch;
+pub mod phase;
+pub mod render;
+pub mod sandbox;
+pub mod schema;
+pub mod template;
+pub mod workers;

@@ -1,0 +1,517 @@
+//! Runs one control-agent phase: evaluates the phase's steps in order
+//! (bindings accumulate, the first rule whose guard holds decides), then
+//! builds the handoff envelope, the new state and the files to write. The
+//! runner knows nothing of any particular agent: all of that is in the table.
+
+use crate::engine::patch;
+use crate::engine::sandbox::{to_dynamic, to_json};
+use crate::machine::{CompiledAgent, CompiledPhase, CompiledRule, CompiledStep, Machine};
+use rhai::{Dynamic, Scope};
+use serde_json::{Map, Value, json};
+
+/// File paths and flags a phase runs with (the `metaopt agent` flags).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PhaseArgs {
+    /// `--campaign-path`.
+    pub campaign_path: String,
+    /// `--state-path`.
+    pub state_path: String,
+    /// `--load-handoff`.
+    pub load_handoff: String,
+    /// `--agents-path`.
+    pub agents_path: String,
+    /// `--skills-manifest`.
+    pub skills_manifest: String,
+    /// `--tasks-dir`.
+    pub tasks_dir: String,
+    /// `--worker-results-dir`.
+    pub worker_results_dir: String,
+    /// `--executor-events-dir`.
+    pub executor_events_dir: String,
+    /// `--preflight-path`.
+    pub preflight_path: String,
+    /// `--secondary`.
+    pub secondary: bool,
+    /// `--apply-state`.
+    pub apply_state: bool,
+    /// Models the host offers (empty: assume the first of each class).
+    pub available_models: Vec<String>,
+}
+
+/// A file a phase wants written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileWrite {
+    /// Plain text.
+    Text {
+        /// Path.
+        path: String,
+        /// Contents.
+        text: String,
+    },
+    /// A marked block upserted into a text file.
+    Block {
+        /// Path.
+        path: String,
+        /// Begin marker line.
+        begin: String,
+        /// End marker line.
+        end: String,
+        /// Block body.
+        body: String,
+    },
+}
+
+impl FileWrite {
+    /// The file's path.
+    pub fn path(&self) -> &str {
+        match self {
+            FileWrite::Text { path, .. } | FileWrite::Block { path, .. } => path,
+        }
+    }
+}
+
+/// A guard seen during a run, for coverage.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GuardSeen {
+    /// Agent name.
+    pub agent: String,
+    /// Phase name.
+    pub phase: String,
+    /// Rule name.
+    pub rule: String,
+    /// The guard's value.
+    pub value: bool,
+}
+
+/// What a phase decided.
+#[derive(Debug, Clone)]
+pub struct PhaseOutcome {
+    /// The handoff envelope.
+    pub handoff: Value,
+    /// The full new state, when the outcome changes or confirms it.
+    pub new_state: Option<Value>,
+    /// Files to write before the handoff.
+    pub writes: Vec<FileWrite>,
+    /// Files to move aside once the new state is persisted.
+    pub consumes: Vec<String>,
+    /// The rule that decided.
+    pub rule: String,
+    /// True when the outcome is a runtime error.
+    pub is_error: bool,
+    /// Guards evaluated, in order.
+    pub guards: Vec<GuardSeen>,
+}
+
+/// A phase that could not run at all (unknown agent or phase).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PhaseLookupError(pub String);
+
+/// Finds the agent and phase; a single-phase agent needs no mode.
+pub fn lookup<'m>(
+    machine: &'m Machine,
+    agent: &str,
+    mode: Option<&str>,
+) -> Result<(&'m CompiledAgent, &'m CompiledPhase), PhaseLookupError> {
+    let a = machine.agent(agent).ok_or_else(|| {
+        PhaseLookupError(format!(
+            "unknown control agent `{agent}`{}; known: {}",
+            crate::machine::suggest(agent, machine.agents.keys()),
+            machine
+                .agents
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let phase = match mode {
+        Some(m) => a.phases.get(m).ok_or_else(|| {
+            PhaseLookupError(format!(
+                "control agent `{}` has no mode `{m}`{}; modes: {}",
+                a.table.agent,
+                crate::machine::suggest(m, a.phases.keys()),
+                a.phases.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?,
+        None if a.phases.len() == 1 => &a.phases[0],
+        None => {
+            return Err(PhaseLookupError(format!(
+                "control agent `{}` needs --mode, one of: {}",
+                a.table.agent,
+                a.phases.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    };
+    Ok((a, phase))
+}
+
+struct Run<'m> {
+    machine: &'m Machine,
+    agent: &'m CompiledAgent,
+    phase: &'m CompiledPhase,
+    scope: Scope<'static>,
+    output: Map<String, Value>,
+    warnings: Vec<Value>,
+    guards: Vec<GuardSeen>,
+}
+
+/// Runs `phase` of `agent` with `args` at time `now`.
+pub fn run_phase(
+    machine: &Machine,
+    agent: &CompiledAgent,
+    phase: &CompiledPhase,
+    args: &PhaseArgs,
+    now: &str,
+) -> PhaseOutcome {
+    let mut scope = Scope::new();
+    scope.push_dynamic(
+        "args",
+        to_dynamic(&serde_json::to_value(args).unwrap_or(Value::Null)),
+    );
+    scope.push_dynamic("now", Dynamic::from(now.to_string()));
+    scope.push_dynamic("vars", to_dynamic(&machine.vars));
+    let mut run = Run {
+        machine,
+        agent,
+        phase,
+        scope,
+        output: Map::new(),
+        warnings: Vec::new(),
+        guards: Vec::new(),
+    };
+    match run.decide() {
+        Ok(Some(rule)) => match run.outcome(rule, args) {
+            Ok(o) => o,
+            Err(e) => run.engine_error(&format!("rule `{}`: {e}", rule.name)),
+        },
+        Ok(None) => run.engine_error("no rule matched"),
+        Err(e) => run.engine_error(&e),
+    }
+}
+
+impl<'m> Run<'m> {
+    fn place(&self) -> String {
+        format!(
+            "{} phase `{}`",
+            self.machine.source.display(&self.agent.file),
+            self.phase.name
+        )
+    }
+
+    fn bind(&mut self, lets: &[(String, crate::engine::template::Template)]) -> Result<(), String> {
+        for (name, t) in lets {
+            let v = self
+                .eval_dynamic(t)
+                .map_err(|e| format!("let `{name}`: {e}"))?;
+            self.scope.push_dynamic(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    /// Evaluates a template to a rhai value without a JSON round trip when it is a script.
+    fn eval_dynamic(&mut self, t: &crate::engine::template::Template) -> Result<Dynamic, String> {
+        match t {
+            crate::engine::template::Template::Script(ast, src) => self
+                .machine
+                .sandbox
+                .eval(&mut self.scope, ast)
+                .map_err(|e| format!("{e} (in `{src}`)")),
+            other => Ok(to_dynamic(
+                &other.eval(&self.machine.sandbox, &mut self.scope)?,
+            )),
+        }
+    }
+
+    fn eval(&mut self, t: &crate::engine::template::Template) -> Result<Value, String> {
+        t.eval(&self.machine.sandbox, &mut self.scope)
+    }
+
+    fn decide(&mut self) -> Result<Option<&'m CompiledRule>, String> {
+        for step in &self.phase.steps {
+            match step {
+                CompiledStep::Bind {
+                    lets,
+                    output,
+                    warnings,
+                } => {
+                    self.bind(lets)?;
+                    for (k, t) in output {
+                        let v = self.eval(t).map_err(|e| format!("output `{k}`: {e}"))?;
+                        self.output.insert(k.clone(), v);
+                    }
+                    if let Some(w) = warnings {
+                        let list = w.eval_spliced(&self.machine.sandbox, &mut self.scope)?;
+                        self.warnings.extend(list);
+                    }
+                }
+                CompiledStep::Rule(rule) => {
+                    let holds =
+                        match &rule.when {
+                            None => true,
+                            Some((ast, src)) => {
+                                let v = self.machine.sandbox.eval(&mut self.scope, ast).map_err(
+                                    |e| format!("rule `{}` guard `{src}`: {e}", rule.name),
+                                )?;
+                                let b = v.as_bool().map_err(|t| {
+                                    format!(
+                                        "rule `{}` guard `{src}` must be a boolean, got {t}",
+                                        rule.name
+                                    )
+                                })?;
+                                self.guards.push(GuardSeen {
+                                    agent: self.agent.table.agent.clone(),
+                                    phase: self.phase.name.clone(),
+                                    rule: rule.name.clone(),
+                                    value: b,
+                                });
+                                b
+                            }
+                        };
+                    if holds {
+                        self.bind(&rule.lets)
+                            .map_err(|e| format!("rule `{}`: {e}", rule.name))?;
+                        return Ok(Some(rule));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn envelope(
+        &self,
+        next: Option<&str>,
+        patch: Value,
+        summary: Value,
+        recovery: Value,
+    ) -> Map<String, Value> {
+        let table = &self.agent.table;
+        let mut h = self.output.clone();
+        h.insert(
+            "schema_version".into(),
+            json!(self.machine.policy.handoff_schema_version),
+        );
+        h.insert(
+            "handoff_type".into(),
+            json!(format!("{}.{}", table.short_name, self.phase.name)),
+        );
+        h.insert("control_agent".into(), json!(table.agent));
+        h.insert(
+            "recommended_next_machine_state".into(),
+            next.map_or(Value::Null, |s| json!(s)),
+        );
+        h.insert("state_patch".into(), patch);
+        h.insert("directives".into(), json!([]));
+        h.insert("launch_requests".into(), json!([]));
+        h.insert("summary".into(), summary);
+        h.insert("warnings".into(), Value::Array(self.warnings.clone()));
+        h.insert("recovery_action".into(), recovery);
+        h
+    }
+
+    fn engine_error(&mut self, msg: &str) -> PhaseOutcome {
+        let summary = json!(format!("phase could not be evaluated: {msg}"));
+        let recovery = json!(format!(
+            "fix the machine table or the input it reads ({})",
+            self.place()
+        ));
+        let h = self.envelope(None, Value::Null, summary, recovery);
+        PhaseOutcome {
+            handoff: Value::Object(h),
+            new_state: None,
+            writes: vec![],
+            consumes: vec![],
+            rule: String::new(),
+            is_error: true,
+            guards: std::mem::take(&mut self.guards),
+        }
+    }
+
+    fn outcome(&mut self, rule: &CompiledRule, args: &PhaseArgs) -> Result<PhaseOutcome, String> {
+        for (k, t) in &rule.output {
+            let v = self.eval(t).map_err(|e| format!("output `{k}`: {e}"))?;
+            self.output.insert(k.clone(), v);
+        }
+        if let Some(w) = &rule.warnings {
+            let list = w.eval_spliced(&self.machine.sandbox, &mut self.scope)?;
+            self.warnings.extend(list);
+        }
+        let guards = std::mem::take(&mut self.guards);
+        if let Some((summary, recovery)) = &rule.error {
+            let s = self.eval(summary)?;
+            let r = self.eval(recovery)?;
+            let h = self.envelope(None, Value::Null, s, r);
+            return Ok(PhaseOutcome {
+                handoff: Value::Object(h),
+                new_state: None,
+                writes: vec![],
+                consumes: vec![],
+                rule: rule.name.clone(),
+                is_error: true,
+                guards,
+            });
+        }
+        let dynamic_next = match &rule.next_expr {
+            Some(t) => match self.eval(t)? {
+                Value::String(s) if self.machine.states.states.contains_key(&s) => Some(s),
+                other => return Err(format!("next evaluated to {other}, not a machine state")),
+            },
+            None => None,
+        };
+        let next = rule.next.as_deref().or(dynamic_next.as_deref());
+        let forced_null = self.phase.def.secondary && args.secondary;
+        let recommended = if forced_null { None } else { next };
+
+        // State: the binding named `state` is the base the patch is computed against.
+        let base = self
+            .scope
+            .get_value::<Dynamic>("state")
+            .map(|d| to_json(&d))
+            .unwrap_or(Value::Null);
+        let base = if base.is_object() {
+            base
+        } else {
+            Value::Object(Map::new())
+        };
+        let mut new_state = match &rule.new_state {
+            Some(t) => self.eval(t)?,
+            None => base.clone(),
+        };
+        for (path, t) in &rule.set {
+            let v = self
+                .eval(t)
+                .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
+            set_path(&mut new_state, path, v);
+        }
+        let skip = ["machine_state", "status"];
+        let patch_value = if self.agent.table.patches_state {
+            if rule.preserve_state {
+                json!({})
+            } else {
+                patch::diff(&base, &new_state, &skip)
+            }
+        } else {
+            Value::Null
+        };
+        let state_out =
+            if self.agent.table.patches_state && !rule.preserve_state && new_state.is_object() {
+                if let Some(target) =
+                    recommended.or_else(|| new_state.get("machine_state").and_then(Value::as_str))
+                {
+                    let target = target.to_string();
+                    new_state["status"] =
+                        json!(self.machine.status_of(&target).unwrap_or("RUNNING"));
+                    new_state["machine_state"] = json!(target);
+                }
+                Some(new_state)
+            } else {
+                None
+            };
+
+        let mut directives = Vec::new();
+        for t in &rule.directives {
+            for d in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
+                directives.push(d);
+            }
+        }
+        let mut launches = Vec::new();
+        for t in &rule.launch {
+            for mut l in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
+                crate::engine::workers::fill_policy(
+                    &self.machine.policy,
+                    &mut l,
+                    &args.available_models,
+                );
+                launches.push(l);
+            }
+        }
+        let mut writes = Vec::new();
+        for t in &rule.writes {
+            for w in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
+                writes.push(file_write(&w)?);
+            }
+        }
+        let mut consumes = Vec::new();
+        for t in &rule.consume {
+            for c in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
+                if let Some(s) = c.as_str() {
+                    consumes.push(s.to_string());
+                }
+            }
+        }
+        let summary = match &rule.summary {
+            Some(t) => self.eval(t)?,
+            None => json!(rule.name),
+        };
+        let recovery = match &rule.recovery {
+            Some(t) => self.eval(t)?,
+            None => Value::Null,
+        };
+        let mut h = self.envelope(recommended, patch_value, summary, recovery);
+        h.insert("directives".into(), Value::Array(directives));
+        h.insert("launch_requests".into(), Value::Array(launches));
+        Ok(PhaseOutcome {
+            handoff: Value::Object(h),
+            new_state: state_out,
+            writes,
+            consumes,
+            rule: rule.name.clone(),
+            is_error: false,
+            guards,
+        })
+    }
+}
+
+fn set_path(target: &mut Value, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        *target = value;
+        return;
+    };
+    let mut cur = target;
+    for key in parents {
+        if !cur.get(key).is_some_and(Value::is_object) {
+            cur[key.as_str()] = json!({});
+        }
+        cur = &mut cur[key.as_str()];
+    }
+    if !cur.is_object() {
+        *cur = json!({});
+    }
+    cur[last.as_str()] = value;
+}
+
+fn file_write(w: &Value) -> Result<FileWrite, String> {
+    let path = w
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or("write needs a string `path`")?
+        .to_string();
+    if let Some(text) = w.get("text") {
+        let text = match text {
+            Value::String(s) => s.clone(),
+            other => serde_json::to_string_pretty(other).map_err(|e| e.to_string())? + "\n",
+        };
+        return Ok(FileWrite::Text { path, text });
+    }
+    if let Some(json) = w.get("json") {
+        let text = crate::engine::handoff::to_pretty(json);
+        return Ok(FileWrite::Text { path, text });
+    }
+    if let Some(block) = w.get("block") {
+        let field = |k: &str| {
+            block
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or(format!("block needs `{k}`"))
+        };
+        return Ok(FileWrite::Block {
+            path,
+            begin: field("begin")?,
+            end: field("end")?,
+            body: field("body")?,
+        });
+    }
+    Err(format!("write to {path} needs `text`, `json` or `block`"))
+}

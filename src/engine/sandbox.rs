@@ -1,0 +1,443 @@
+//! The rhai sandbox guards and effects run in, and the small library of
+//! domain-free primitives the tables call (read a file, list results, check a
+//! schema, hash canonical JSON, find the highest number used). Guards are
+//! compiled once, against the names in scope, with strict variables: an
+//! unknown name is a load-time error, a runaway guard a bounded run-time one.
+
+use crate::contract::canonical;
+use crate::engine::schema::CompiledSchema;
+use crate::machine::model::StateKind;
+use crate::workspace::fsio::{self, ReadFailure};
+use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+/// Limits of the guard sandbox; documented in `references/table-format.md`.
+pub mod limits {
+    /// Operations one evaluation may perform.
+    pub const MAX_OPERATIONS: u64 = 20_000_000;
+    /// Nested function calls.
+    pub const MAX_CALL_LEVELS: usize = 32;
+    /// Expression nesting depth (global, inside functions).
+    pub const MAX_EXPR_DEPTH: (usize, usize) = (64, 32);
+    /// Characters in one string.
+    pub const MAX_STRING: usize = 4 * 1024 * 1024;
+    /// Items in one array.
+    pub const MAX_ARRAY: usize = 1_000_000;
+    /// Entries in one map.
+    pub const MAX_MAP: usize = 100_000;
+}
+
+/// Data the primitives consult: state statuses and schemas.
+#[derive(Debug, Default)]
+pub struct SharedTables {
+    /// machine state → (status, kind).
+    pub states: HashMap<String, (String, StateKind)>,
+    /// schema name → compiled schema.
+    pub schemas: HashMap<String, CompiledSchema>,
+    /// schema name → compiled cross checks `(guard, message template)`.
+    pub schema_checks: HashMap<String, Vec<(AST, AST)>>,
+}
+
+/// The configured rhai engine plus the script library of `machine/lib/`.
+pub struct Sandbox {
+    /// The sandboxed engine.
+    pub engine: Engine,
+    /// Functions of `machine/lib/*.rhai`, merged into every compiled script.
+    pub lib: AST,
+    /// Tables the primitives read.
+    pub shared: Rc<RefCell<SharedTables>>,
+}
+
+impl Sandbox {
+    /// Builds the sandboxed engine and registers the primitives.
+    pub fn new() -> Self {
+        let shared = Rc::new(RefCell::new(SharedTables::default()));
+        let mut engine = Engine::new();
+        engine
+            .set_strict_variables(true)
+            .set_max_operations(limits::MAX_OPERATIONS)
+            .set_max_call_levels(limits::MAX_CALL_LEVELS)
+            .set_max_expr_depths(limits::MAX_EXPR_DEPTH.0, limits::MAX_EXPR_DEPTH.1)
+            .set_max_string_size(limits::MAX_STRING)
+            .set_max_array_size(limits::MAX_ARRAY)
+            .set_max_map_size(limits::MAX_MAP)
+            .set_max_modules(1)
+            .disable_symbol("eval")
+            .disable_symbol("import")
+            .disable_symbol("export");
+        engine.on_print(|_| {});
+        engine.on_debug(|_, _, _| {});
+        register_primitives(&mut engine, &shared);
+        Self {
+            engine,
+            lib: AST::empty(),
+            shared,
+        }
+    }
+
+    /// Compiles a script against the names in `scope_names`, with the library merged in.
+    pub fn compile(&self, script: &str, scope_names: &[String]) -> Result<AST, String> {
+        let mut scope = Scope::new();
+        for name in scope_names {
+            scope.push_dynamic(name.as_str(), Dynamic::UNIT);
+        }
+        let ast = self
+            .engine
+            .compile_with_scope(&scope, script)
+            .map_err(|e| format!("{e} (in `{}`)", one_line(script)))?;
+        Ok(self.lib.merge(&ast))
+    }
+
+    /// Evaluates a compiled script in `scope`, leaving the scope as it was.
+    pub fn eval(&self, scope: &mut Scope, ast: &AST) -> Result<Dynamic, String> {
+        let len = scope.len();
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, ast);
+        scope.rewind(len);
+        result.map_err(|e| describe_error(&e))
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 80 {
+        format!("{}…", flat.chars().take(80).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+fn describe_error(e: &EvalAltResult) -> String {
+    let text = e.to_string();
+    match e {
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            format!("{text}: guard exceeded the sandbox operation limit")
+        }
+        _ => text,
+    }
+}
+
+/// Converts JSON to a rhai value.
+pub fn to_dynamic(value: &Value) -> Dynamic {
+    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+}
+
+/// Converts a rhai value to JSON (unit becomes null; non-finite floats become null).
+pub fn to_json(value: &Dynamic) -> Value {
+    rhai::serde::from_dynamic::<Value>(value).unwrap_or(Value::Null)
+}
+
+fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        msg.into().into(),
+        Position::NONE,
+    ))
+}
+
+/// The result map every read primitive returns.
+fn read_result(
+    path: &str,
+    outcome: Result<(Dynamic, bool), (bool, String)>,
+    issues: Vec<String>,
+) -> Map {
+    let mut m = Map::new();
+    m.insert("path".into(), path.into());
+    match outcome {
+        Ok((value, empty)) => {
+            m.insert("exists".into(), true.into());
+            m.insert("ok".into(), (issues.is_empty() && !empty).into());
+            m.insert("empty".into(), empty.into());
+            m.insert("value".into(), value);
+            m.insert(
+                "error".into(),
+                issues.first().cloned().unwrap_or_default().into(),
+            );
+        }
+        Err((exists, msg)) => {
+            m.insert("exists".into(), exists.into());
+            m.insert("ok".into(), false.into());
+            m.insert("empty".into(), false.into());
+            m.insert("value".into(), Dynamic::UNIT);
+            m.insert("error".into(), msg.into());
+        }
+    }
+    m.insert(
+        "issues".into(),
+        issues
+            .into_iter()
+            .map(Dynamic::from)
+            .collect::<Array>()
+            .into(),
+    );
+    m
+}
+
+/// Parses a file as JSON or YAML into JSON; `Ok(None)` when empty.
+pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String)> {
+    let text = match fsio::read_text_capped(Path::new(path)) {
+        Ok(t) => t,
+        Err(ReadFailure::Missing) => return Err((false, "file not found".into())),
+        Err(ReadFailure::Unreadable(msg)) => return Err((true, format!("unreadable: {msg}"))),
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    if yaml {
+        serde_yaml::from_str::<Value>(&text)
+            .map(Some)
+            .map_err(|e| (true, format!("invalid yaml: {e}")))
+    } else {
+        serde_json::from_str::<Value>(&text)
+            .map(Some)
+            .map_err(|e| (true, format!("invalid json: {e}")))
+    }
+}
+
+/// Runs the structural schema and its cross checks on `doc`.
+pub fn schema_issues(
+    engine: &Engine,
+    shared: &SharedTables,
+    schema: &str,
+    doc: &Value,
+) -> Result<Vec<String>, String> {
+    let compiled = shared
+        .schemas
+        .get(schema)
+        .ok_or_else(|| format!("unknown schema `{schema}`"))?;
+    let mut issues = compiled.issues(doc);
+    if issues.is_empty()
+        && let Some(checks) = shared.schema_checks.get(schema)
+    {
+        let mut scope = Scope::new();
+        scope.push_dynamic("value", to_dynamic(doc));
+        for (guard, message) in checks {
+            let broken = engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, guard)
+                .map_err(|e| e.to_string())?;
+            if broken.as_bool().unwrap_or(true) {
+                let msg = engine
+                    .eval_ast_with_scope::<Dynamic>(&mut scope, message)
+                    .map_err(|e| e.to_string())?;
+                issues.push(msg.to_string());
+            }
+        }
+    }
+    Ok(issues)
+}
+
+fn read_doc(
+    ctx: &NativeCallContext,
+    shared: &Rc<RefCell<SharedTables>>,
+    path: &str,
+    yaml: bool,
+    schema: &str,
+) -> Map {
+    match parse_file(path, yaml) {
+        Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
+        Ok(Some(doc)) => {
+            let issues = if schema.is_empty() {
+                vec![]
+            } else {
+                match schema_issues(ctx.engine(), &shared.borrow(), schema, &doc) {
+                    Ok(i) => i,
+                    Err(e) => vec![e],
+                }
+            };
+            read_result(path, Ok((to_dynamic(&doc), false)), issues)
+        }
+        Err(e) => read_result(path, Err(e), vec![]),
+    }
+}
+
+fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) {
+    let s = shared.clone();
+    engine.register_fn("read_json", move |ctx: NativeCallContext, path: &str| {
+        read_doc(&ctx, &s, path, false, "")
+    });
+    let s = shared.clone();
+    engine.register_fn(
+        "read_json",
+        move |ctx: NativeCallContext, path: &str, schema: &str| {
+            read_doc(&ctx, &s, path, false, schema)
+        },
+    );
+    let s = shared.clone();
+    engine.register_fn(
+        "read_yaml",
+        move |ctx: NativeCallContext, path: &str, schema: &str| {
+            read_doc(&ctx, &s, path, true, schema)
+        },
+    );
+    let s = shared.clone();
+    engine.register_fn(
+        "check_schema",
+        move |ctx: NativeCallContext,
+              value: Dynamic,
+              schema: &str|
+              -> Result<Array, Box<EvalAltResult>> {
+            let issues =
+                schema_issues(ctx.engine(), &s.borrow(), schema, &to_json(&value)).map_err(err)?;
+            Ok(issues.into_iter().map(Dynamic::from).collect())
+        },
+    );
+    let s = shared.clone();
+    engine.register_fn("status_of", move |state: &str| -> Dynamic {
+        s.borrow()
+            .states
+            .get(state)
+            .map(|(status, _)| Dynamic::from(status.clone()))
+            .unwrap_or(Dynamic::UNIT)
+    });
+    let s = shared.clone();
+    engine.register_fn("is_terminal", move |state: &str| -> bool {
+        s.borrow()
+            .states
+            .get(state)
+            .is_some_and(|(_, k)| *k == StateKind::Terminal)
+    });
+    engine.register_fn("file_exists", |path: &str| Path::new(path).is_file());
+    engine.register_fn("read_text", |path: &str| -> Dynamic {
+        fsio::read_text_capped(Path::new(path))
+            .map(Dynamic::from)
+            .unwrap_or(Dynamic::UNIT)
+    });
+    engine.register_fn(
+        "list_files",
+        |dir: &str, prefix: &str, suffix: &str| -> Array {
+            list_files(dir, prefix, suffix)
+                .into_iter()
+                .map(Dynamic::from)
+                .collect()
+        },
+    );
+    engine.register_fn(
+        "list_names",
+        |dir: &str, prefix: &str, suffix: &str| -> Array {
+            list_files(dir, prefix, suffix)
+                .into_iter()
+                .map(|p| Dynamic::from(p.rsplit('/').next().unwrap_or(&p).to_string()))
+                .collect()
+        },
+    );
+    engine.register_fn("expand_path", |path: &str| -> String {
+        match (path.strip_prefix("~/"), std::env::var("HOME")) {
+            (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+            _ => path.to_string(),
+        }
+    });
+    engine.register_fn("path_join", |dir: &str, name: &str| -> String {
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{}", dir.trim_end_matches('/'), name)
+        }
+    });
+    engine.register_fn("basename", |path: &str| -> String {
+        Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    engine.register_fn("canonical_json", |v: Dynamic| {
+        canonical::canonical_json(&to_json(&v))
+    });
+    engine.register_fn("sha256_tagged", |s: &str| canonical::sha256_tagged(s));
+    engine.register_fn("to_json", |v: Dynamic| {
+        serde_json::to_string_pretty(&to_json(&v)).unwrap_or_default()
+    });
+    engine.register_fn("type_name", |v: Dynamic| -> String {
+        crate::engine::schema::type_name(&to_json(&v)).to_string()
+    });
+    engine.register_fn(
+        "max_suffix",
+        |items: Array, field: &str, prefix: &str| -> i64 {
+            items
+                .iter()
+                .filter_map(|item| {
+                    item.read_lock::<Map>()
+                        .and_then(|m| m.get(field).map(|v| v.to_string()))
+                })
+                .filter_map(|v| suffix_number(&v, prefix))
+                .max()
+                .unwrap_or(0)
+        },
+    );
+    engine.register_fn("max_suffix", |items: Array, prefix: &str| -> i64 {
+        items
+            .iter()
+            .filter_map(|v| suffix_number(&v.to_string(), prefix))
+            .max()
+            .unwrap_or(0)
+    });
+    engine.register_fn("append_unique", |list: Array, extra: Array| -> Array {
+        let mut seen: std::collections::HashSet<String> =
+            list.iter().map(|v| v.to_string()).collect();
+        let mut out = list;
+        for item in extra {
+            if seen.insert(item.to_string()) {
+                out.push(item);
+            }
+        }
+        out
+    });
+    engine.register_fn(
+        "block_action",
+        |path: &str, begin: &str, end: &str, body: &str| -> String {
+            crate::exec::marked_block::plan(Path::new(path), begin, end, body)
+                .as_str()
+                .to_string()
+        },
+    );
+    engine.register_fn("has_block", |path: &str, begin: &str, end: &str| -> bool {
+        crate::exec::marked_block::present(Path::new(path), begin, end)
+    });
+    engine.register_fn("fail", |msg: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+        Err(err(msg))
+    });
+}
+
+/// Files of `dir` whose names start with `prefix` and end with `suffix`, in natural order, as paths.
+pub fn list_files(dir: &str, prefix: &str, suffix: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            n.starts_with(prefix) && n.ends_with(suffix) && n.len() >= prefix.len() + suffix.len()
+        })
+        .collect();
+    names.sort_by_cached_key(|n| fsio::natural_key(n));
+    let dir = dir.trim_end_matches('/');
+    names
+        .into_iter()
+        .map(|n| {
+            if dir.is_empty() {
+                n
+            } else {
+                format!("{dir}/{n}")
+            }
+        })
+        .collect()
+}
+
+/// `n` when `value` is `prefix` followed by digits `n` (and optionally a file extension).
+pub fn suffix_number(value: &str, prefix: &str) -> Option<i64> {
+    let rest = value.strip_prefix(prefix)?;
+    let digits: &str = rest.split('.').next().unwrap_or(rest);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}

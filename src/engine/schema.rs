@@ -1,0 +1,270 @@
+//! Generic structural validation of JSON documents against the schema tables
+//! of `machine/schemas/`. It reports every issue, each naming the dotted
+//! field path and what was expected, so that a user fixes a file in one pass.
+
+use crate::machine::model::{FieldRule, Placeholders, SchemaTable, TypeSpec};
+use regex::Regex;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// A schema with its patterns compiled.
+#[derive(Debug)]
+pub struct CompiledSchema {
+    /// The table as written.
+    pub table: SchemaTable,
+    patterns: HashMap<String, Regex>,
+}
+
+impl CompiledSchema {
+    /// Compiles every `pattern:` of the table; errors name the field.
+    pub fn compile(table: SchemaTable) -> Result<Self, String> {
+        let mut patterns = HashMap::new();
+        fn walk(
+            prefix: &str,
+            fields: &indexmap::IndexMap<String, FieldRule>,
+            out: &mut HashMap<String, Regex>,
+        ) -> Result<(), String> {
+            for (name, rule) in fields {
+                let path = join(prefix, name);
+                collect(&path, rule, out)?;
+            }
+            Ok(())
+        }
+        fn collect(
+            path: &str,
+            rule: &FieldRule,
+            out: &mut HashMap<String, Regex>,
+        ) -> Result<(), String> {
+            if let Some(p) = &rule.pattern {
+                let re = Regex::new(p).map_err(|e| format!("field `{path}`: bad pattern: {e}"))?;
+                out.insert(p.clone(), re);
+            }
+            walk(path, &rule.fields, out)?;
+            if let Some(items) = &rule.items {
+                collect(&format!("{path}[]"), items, out)?;
+            }
+            Ok(())
+        }
+        walk("", &table.fields, &mut patterns)?;
+        Ok(Self { table, patterns })
+    }
+
+    /// Every structural issue of `doc` (cross-field checks are run by the sandbox).
+    pub fn issues(&self, doc: &Value) -> Vec<String> {
+        let mut issues = Vec::new();
+        let Some(map) = doc.as_object() else {
+            issues.push(format!(
+                "{} must be a mapping/object, got {}",
+                self.subject(),
+                type_name(doc)
+            ));
+            return issues;
+        };
+        self.check_fields("", &self.table.fields, map, &mut issues);
+        issues
+    }
+
+    fn subject(&self) -> &str {
+        if self.table.subject.is_empty() {
+            "document"
+        } else {
+            &self.table.subject
+        }
+    }
+
+    fn check_fields(
+        &self,
+        prefix: &str,
+        fields: &indexmap::IndexMap<String, FieldRule>,
+        map: &serde_json::Map<String, Value>,
+        issues: &mut Vec<String>,
+    ) {
+        for (name, rule) in fields {
+            let path = join(prefix, name);
+            match map.get(name) {
+                None => {
+                    if rule.required {
+                        issues.push(format!("missing required field: {path}"));
+                    }
+                }
+                Some(value) => self.check_value(&path, rule, value, issues),
+            }
+        }
+    }
+
+    fn check_value(&self, path: &str, rule: &FieldRule, value: &Value, issues: &mut Vec<String>) {
+        let allowed: Vec<&str> = match &rule.types {
+            TypeSpec::Any => vec![],
+            TypeSpec::One(t) => vec![t.as_str()],
+            TypeSpec::Many(ts) => ts.iter().map(String::as_str).collect(),
+        };
+        if !allowed.is_empty() && !allowed.iter().any(|t| has_type(value, t)) {
+            issues.push(format!(
+                "{path}: expected {}, got {}",
+                allowed.join(" or "),
+                describe(value)
+            ));
+            return;
+        }
+        if value.is_null() {
+            return;
+        }
+        if rule.non_empty && is_empty(value) {
+            issues.push(format!("{path}: must be non-empty"));
+            return;
+        }
+        if let Some(s) = value.as_str() {
+            if rule.no_placeholder && is_placeholder(&self.table.placeholders, s) {
+                issues.push(format!(
+                    "{path}: contains a placeholder ({s:?}); replace it with a real value"
+                ));
+            }
+            if rule.no_whitespace && s.chars().any(char::is_whitespace) {
+                issues.push(format!("{path}: must not contain whitespace, got {s:?}"));
+            }
+            if let Some(p) = &rule.pattern
+                && let Some(re) = self.patterns.get(p)
+                && !re.is_match(s)
+            {
+                issues.push(format!("{path}: expected a value matching {p}, got {s:?}"));
+            }
+        }
+        if !rule.one_of.is_empty() {
+            let ok = rule.one_of.iter().any(|allowed| yaml_eq(allowed, value));
+            if !ok {
+                let names: Vec<String> = rule.one_of.iter().map(yaml_text).collect();
+                issues.push(format!(
+                    "{path}: must be one of {}, got {}",
+                    names.join(", "),
+                    describe(value)
+                ));
+            }
+        }
+        if let Some(n) = value.as_f64().filter(|_| value.is_number()) {
+            if !n.is_finite() {
+                issues.push(format!("{path}: must be a finite number"));
+            }
+            let lo = rule
+                .min
+                .map(|m| (m, "["))
+                .or(rule.exclusive_min.map(|m| (m, "(")));
+            let out_of_range = rule.min.is_some_and(|m| n < m)
+                || rule.exclusive_min.is_some_and(|m| n <= m)
+                || rule.max.is_some_and(|m| n > m);
+            if out_of_range {
+                let lower = lo
+                    .map(|(m, b)| format!("{b}{}", fmt_num(m)))
+                    .unwrap_or("(-inf".into());
+                let upper = rule
+                    .max
+                    .map(|m| format!("{}]", fmt_num(m)))
+                    .unwrap_or("inf)".into());
+                issues.push(format!(
+                    "{path}: must be in {lower}, {upper}, got {}",
+                    value
+                ));
+            }
+        }
+        if let Some(obj) = value.as_object() {
+            self.check_fields(path, &rule.fields, obj, issues);
+        }
+        if let Some(items) = value.as_array() {
+            if let Some(item_rule) = &rule.items {
+                for (i, item) in items.iter().enumerate() {
+                    self.check_value(&format!("{path}[{i}]"), item_rule, item, issues);
+                }
+            }
+            if rule.unique {
+                let mut seen = std::collections::HashSet::new();
+                for item in items {
+                    if !seen.insert(item.to_string()) {
+                        issues.push(format!("{path}: duplicate entry {item}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// True when `s` is an unfilled placeholder under `rules`.
+pub fn is_placeholder(rules: &Placeholders, s: &str) -> bool {
+    rules.contains_any.iter().any(|p| s.contains(p.as_str()))
+        || rules
+            .contains_all
+            .iter()
+            .any(|group| !group.is_empty() && group.iter().all(|p| s.contains(p.as_str())))
+}
+
+fn has_type(value: &Value, t: &str) -> bool {
+    match t {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "string" => value.is_string(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        _ => false,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Short type name of a JSON value, for messages.
+pub fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Array(_) | Value::Object(_) => type_name(value).to_string(),
+        Value::String(s) if s.len() > 60 => {
+            format!("string {:?}…", &s.chars().take(60).collect::<String>())
+        }
+        other => format!("{} {}", type_name(other), other),
+    }
+}
+
+fn yaml_eq(allowed: &serde_yaml::Value, value: &Value) -> bool {
+    serde_json::to_value(allowed).is_ok_and(|a| {
+        a == *value || (a.is_number() && value.is_number() && a.as_f64() == value.as_f64())
+    })
+}
+
+fn yaml_text(v: &serde_yaml::Value) -> String {
+    serde_json::to_string(v)
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
+}

@@ -1,0 +1,3 @@
+//! Effects outside the state: marked blocks in user files.
+
+pub mod marked_block;

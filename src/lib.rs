@@ -1,0 +1,19 @@
+//! `metaopt`: a deterministic, resumable, table-driven state machine for
+//! ml-metaoptimization campaigns. The behaviour lives in `machine/` (YAML
+//! tables and rhai guards); this crate loads, checks and interprets them.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod contract;
+pub mod engine;
+pub mod exec;
+pub mod machine;
+pub mod workspace;
+
+/// Current time as ISO-8601 UTC; `METAOPT_NOW` pins it (tests, reproducible demos).
+pub fn now() -> String {
+    match std::env::var("METAOPT_NOW") {
+        Ok(v) if !v.is_empty() => v,
+        _ => humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    }
+}

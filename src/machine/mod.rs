@@ -1,0 +1,745 @@
+//! The machine: tables loaded from `machine/` (embedded or a directory),
+//! parsed into the model, and compiled once (guards, templates, schemas)
+//! into the form the engine runs. Loading reports every problem it finds,
+//! each naming the table file and the rule.
+
+pub mod model;
+pub mod source;
+
+use crate::engine::sandbox::{Sandbox, SharedTables};
+use crate::engine::schema::CompiledSchema;
+use crate::engine::template::{Template, TextTemplate};
+use indexmap::IndexMap;
+use model::*;
+use rhai::AST;
+use serde_yaml::Value as Yaml;
+pub use source::TableSource;
+
+/// Names every phase script sees before its own bindings.
+pub const BASE_NAMES: &[&str] = &["args", "now", "vars"];
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct CompiledRule {
+    /// `name:` of the rule.
+    pub name: String,
+    /// Compiled guard and its source.
+    pub when: Option<(AST, String)>,
+    /// Rule-local bindings, evaluated once the guard holds.
+    pub lets: Vec<(String, Template)>,
+    /// `error:` summary and recovery.
+    pub error: Option<(Template, Template)>,
+    /// Target state (`None` = stay).
+    pub next: Option<String>,
+    /// `next: = expr` — a target computed at run time (e.g. the resumed state).
+    pub next_expr: Option<Template>,
+    /// `new_state:`.
+    pub new_state: Option<Template>,
+    /// `set:` paths and values.
+    pub set: Vec<(Vec<String>, Template)>,
+    /// `output:` fields.
+    pub output: Vec<(String, Template)>,
+    /// `directives:` items.
+    pub directives: Vec<Template>,
+    /// `launch:` items.
+    pub launch: Vec<Template>,
+    /// `writes:` items.
+    pub writes: Vec<Template>,
+    /// `consume:` items.
+    pub consume: Vec<Template>,
+    /// `summary:`.
+    pub summary: Option<Template>,
+    /// `warnings:`.
+    pub warnings: Option<Template>,
+    /// `recovery:`.
+    pub recovery: Option<Template>,
+    /// `preserve_state:`.
+    pub preserve_state: bool,
+}
+
+/// A compiled entry of a phase's steps.
+#[derive(Debug)]
+pub enum CompiledStep {
+    /// Bindings, outputs and warnings that apply to every later outcome.
+    Bind {
+        /// `let:` bindings.
+        lets: Vec<(String, Template)>,
+        /// `output:` fields.
+        output: Vec<(String, Template)>,
+        /// `warnings:`.
+        warnings: Option<Template>,
+    },
+    /// A rule.
+    Rule(Box<CompiledRule>),
+}
+
+/// A compiled phase.
+#[derive(Debug)]
+pub struct CompiledPhase {
+    /// Phase name (`--mode`).
+    pub name: String,
+    /// The table definition.
+    pub def: PhaseDef,
+    /// Steps with fragments spliced in.
+    pub steps: Vec<CompiledStep>,
+}
+
+/// A compiled agent table.
+#[derive(Debug)]
+pub struct CompiledAgent {
+    /// Table file, for messages.
+    pub file: String,
+    /// The table.
+    pub table: AgentTable,
+    /// Phases by name.
+    pub phases: IndexMap<String, CompiledPhase>,
+}
+
+/// The loaded, compiled machine.
+pub struct Machine {
+    /// Where the tables came from.
+    pub source: TableSource,
+    /// `states.yaml`.
+    pub states: StatesTable,
+    /// `policy.yaml`.
+    pub policy: PolicyTable,
+    /// `vars.yaml` as JSON.
+    pub vars: serde_json::Value,
+    /// Agents by name.
+    pub agents: IndexMap<String, CompiledAgent>,
+    /// Phase choice guards per state.
+    pub phase_guards: IndexMap<String, Vec<(Option<AST>, String)>>,
+    /// Directive templates by name.
+    pub directive_templates: IndexMap<String, Template>,
+    /// Text templates by name.
+    pub templates: IndexMap<String, TextTemplate>,
+    /// The sandbox everything runs in.
+    pub sandbox: Sandbox,
+}
+
+/// Errors found while loading tables, each naming its file.
+#[derive(Debug)]
+pub struct LoadErrors(pub Vec<String>);
+
+impl std::fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.0 {
+            writeln!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    source: &TableSource,
+    file: &str,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    let Some(text) = source.get(file) else {
+        errors.push(format!("{}: missing table file", source.display(file)));
+        return None;
+    };
+    match serde_yaml::from_str(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let at = e
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            errors.push(format!("{}{at}: {e}", source.display(file)));
+            None
+        }
+    }
+}
+
+impl Machine {
+    /// Loads the machine from `dir`, or the embedded default when `None`.
+    pub fn load(dir: Option<&std::path::Path>) -> Result<Self, LoadErrors> {
+        let source = match dir {
+            Some(d) => TableSource::from_dir(d).map_err(|e| LoadErrors(vec![e]))?,
+            None => TableSource::embedded(),
+        };
+        Self::from_source(source)
+    }
+
+    /// Parses and compiles every table of `source`, collecting every error.
+    pub fn from_source(source: TableSource) -> Result<Self, LoadErrors> {
+        let mut errors = Vec::new();
+        let states: Option<StatesTable> = parse(&source, "states.yaml", &mut errors);
+        let policy: Option<PolicyTable> = parse(&source, "policy.yaml", &mut errors);
+        let fragments: FragmentsTable = if source.get("fragments.yaml").is_some() {
+            parse(&source, "fragments.yaml", &mut errors).unwrap_or_default()
+        } else {
+            IndexMap::new()
+        };
+        let vars: serde_json::Value = if source.get("vars.yaml").is_some() {
+            parse(&source, "vars.yaml", &mut errors).unwrap_or(serde_json::Value::Null)
+        } else {
+            serde_json::Value::Null
+        };
+        let mut sandbox = Sandbox::new();
+        // Script library first: every compiled script sees its functions.
+        let mut lib = AST::empty();
+        for file in source.files_in("lib/", ".rhai") {
+            let text = source.get(&file).unwrap_or_default();
+            match sandbox.engine.compile(text) {
+                Ok(ast) => lib = lib.merge(&ast),
+                Err(e) => errors.push(format!("{}: {e}", source.display(&file))),
+            }
+        }
+        sandbox.lib = lib;
+
+        let mut shared = SharedTables::default();
+        if let Some(st) = &states {
+            for (name, def) in &st.states {
+                shared
+                    .states
+                    .insert(name.clone(), (def.status.clone(), def.kind));
+            }
+        }
+        for file in source.files_in("schemas/", ".yaml") {
+            let name = stem(&file);
+            let Some(table) = parse::<SchemaTable>(&source, &file, &mut errors) else {
+                continue;
+            };
+            let mut checks = Vec::new();
+            for (i, c) in table.checks.iter().enumerate() {
+                let names = vec!["value".to_string()];
+                let guard = sandbox.compile(&c.when, &names);
+                let msg = sandbox.compile(&format!("`{}`", c.message), &names);
+                match (guard, msg) {
+                    (Ok(g), Ok(m)) => checks.push((g, m)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        errors.push(format!("{}: checks[{i}]: {e}", source.display(&file)))
+                    }
+                }
+            }
+            match CompiledSchema::compile(table) {
+                Ok(s) => {
+                    shared.schemas.insert(name.clone(), s);
+                    shared.schema_checks.insert(name, checks);
+                }
+                Err(e) => errors.push(format!("{}: {e}", source.display(&file))),
+            }
+        }
+        let mut templates = IndexMap::new();
+        for file in source.files_in("templates/", ".md") {
+            let text = source.get(&file).unwrap_or_default();
+            match TextTemplate::compile(&sandbox, text, &["ctx".to_string()]) {
+                Ok(t) => {
+                    templates.insert(stem(&file), t);
+                }
+                Err(e) => errors.push(format!("{}: {e}", source.display(&file))),
+            }
+        }
+        *sandbox.shared.borrow_mut() = shared;
+        crate::engine::render::register(&mut sandbox, &templates);
+
+        let base: Vec<String> = BASE_NAMES.iter().map(|s| s.to_string()).collect();
+        let mut directive_templates = IndexMap::new();
+        if let Some(p) = &policy {
+            for (name, map) in &p.directive_templates {
+                let yaml = Yaml::Mapping(
+                    map.iter()
+                        .map(|(k, v)| (Yaml::String(k.clone()), v.clone()))
+                        .collect(),
+                );
+                match Template::compile(&sandbox, &yaml, &base) {
+                    Ok(t) => {
+                        directive_templates.insert(name.clone(), t);
+                    }
+                    Err(e) => errors.push(format!(
+                        "{}: directive_templates.{name}: {e}",
+                        source.display("policy.yaml")
+                    )),
+                }
+            }
+        }
+
+        let mut agents = IndexMap::new();
+        for file in source.files_in("agents/", ".yaml") {
+            let Some(table) = parse::<AgentTable>(&source, &file, &mut errors) else {
+                continue;
+            };
+            let mut phases = IndexMap::new();
+            for (pname, def) in &table.phases {
+                let ctx = Ctx {
+                    source: &source,
+                    file: &file,
+                    phase: pname,
+                    sandbox: &sandbox,
+                    policy: policy.as_ref(),
+                };
+                let mut names = base.clone();
+                let mut steps = Vec::new();
+                compile_steps(
+                    &ctx,
+                    &def.steps,
+                    &fragments,
+                    &mut names,
+                    &mut steps,
+                    &mut errors,
+                    0,
+                );
+                phases.insert(
+                    pname.clone(),
+                    CompiledPhase {
+                        name: pname.clone(),
+                        def: def.clone(),
+                        steps,
+                    },
+                );
+            }
+            if agents.contains_key(&table.agent) {
+                errors.push(format!(
+                    "{}: agent `{}` is defined twice",
+                    source.display(&file),
+                    table.agent
+                ));
+            }
+            agents.insert(
+                table.agent.clone(),
+                CompiledAgent {
+                    file: file.clone(),
+                    table,
+                    phases,
+                },
+            );
+        }
+
+        let mut phase_guards = IndexMap::new();
+        if let Some(st) = &states {
+            for (name, def) in &st.states {
+                let mut guards = Vec::new();
+                for choice in &def.phases {
+                    let ast = match &choice.when {
+                        None => None,
+                        Some(src) => match sandbox.compile(src, &phase_choice_names()) {
+                            Ok(a) => Some(a),
+                            Err(e) => {
+                                errors.push(format!(
+                                    "{}: states.{name}.phases[{}]: guard does not compile: {e}",
+                                    source.display("states.yaml"),
+                                    choice.phase
+                                ));
+                                None
+                            }
+                        },
+                    };
+                    guards.push((ast, choice.phase.clone()));
+                }
+                phase_guards.insert(name.clone(), guards);
+            }
+        }
+
+        let (Some(states), Some(policy)) = (states, policy) else {
+            return Err(LoadErrors(errors));
+        };
+        let machine = Machine {
+            source,
+            states,
+            policy,
+            vars,
+            agents,
+            phase_guards,
+            directive_templates,
+            templates,
+            sandbox,
+        };
+        errors.extend(machine.reference_errors());
+        if errors.is_empty() {
+            Ok(machine)
+        } else {
+            Err(LoadErrors(errors))
+        }
+    }
+
+    /// Errors that make the machine unrunnable: references to unknown states, agents, phases.
+    fn reference_errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let states_file = self.source.display("states.yaml");
+        if !self.states.states.contains_key(&self.states.initial) {
+            errors.push(format!(
+                "{states_file}: initial state `{}` is not defined",
+                self.states.initial
+            ));
+        }
+        for (name, def) in &self.states.states {
+            if let Some(agent) = &def.agent {
+                match self.agents.get(agent) {
+                    None => errors.push(format!(
+                        "{states_file}: states.{name}.agent: unknown agent `{agent}`{}",
+                        suggest(agent, self.agents.keys())
+                    )),
+                    Some(a) => {
+                        for choice in &def.phases {
+                            if !a.phases.contains_key(&choice.phase) {
+                                errors.push(format!(
+                                    "{states_file}: states.{name}.phases: agent `{agent}` has no phase `{}`{}",
+                                    choice.phase,
+                                    suggest(&choice.phase, a.phases.keys())
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for agent in self.agents.values() {
+            for phase in agent.phases.values() {
+                for step in &phase.steps {
+                    if let CompiledStep::Rule(rule) = step
+                        && let Some(next) = &rule.next
+                        && !self.states.states.contains_key(next)
+                    {
+                        errors.push(format!(
+                            "{}: phases.{}.{}: next: unknown state `{next}`{}",
+                            self.source.display(&agent.file),
+                            phase.name,
+                            rule.name,
+                            suggest(next, self.states.states.keys())
+                        ));
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    /// The status a machine state implies.
+    pub fn status_of(&self, state: &str) -> Option<&str> {
+        self.states.states.get(state).map(|d| d.status.as_str())
+    }
+
+    /// True for terminal states.
+    pub fn is_terminal(&self, state: &str) -> bool {
+        self.states
+            .states
+            .get(state)
+            .is_some_and(|d| d.kind == StateKind::Terminal)
+    }
+
+    /// The agent whose `short_name` or name is `name`.
+    pub fn agent(&self, name: &str) -> Option<&CompiledAgent> {
+        self.agents
+            .get(name)
+            .or_else(|| self.agents.values().find(|a| a.table.short_name == name))
+    }
+
+    /// Hash of the tables in force.
+    pub fn hash(&self) -> String {
+        self.source.hash()
+    }
+}
+
+/// Names phase-choice guards see.
+pub fn phase_choice_names() -> Vec<String> {
+    let mut n: Vec<String> = BASE_NAMES.iter().map(|s| s.to_string()).collect();
+    n.push("state".into());
+    n
+}
+
+/// Expands a YAML merge key (`<<: *anchor`): anchor entries first, explicit keys win.
+fn expand_merge_key(map: &IndexMap<String, Yaml>) -> IndexMap<String, Yaml> {
+    let mut out = IndexMap::new();
+    if let Some(Yaml::Mapping(base)) = map.get("<<") {
+        for (k, v) in base {
+            if let Some(k) = k.as_str() {
+                out.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    for (k, v) in map {
+        if k != "<<" {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+fn n_names(names: &[String]) -> &[String] {
+    names
+}
+
+fn stem(file: &str) -> String {
+    let name = file.rsplit('/').next().unwrap_or(file);
+    name.split('.').next().unwrap_or(name).to_string()
+}
+
+/// ` (did you mean `x`?)` when a close name exists.
+pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a String>) -> String {
+    let mut best: Option<(usize, &String)> = None;
+    for c in candidates {
+        let d = edit_distance(name, c);
+        if d <= 3.max(name.len() / 4) && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+struct Ctx<'a> {
+    source: &'a TableSource,
+    file: &'a str,
+    phase: &'a str,
+    sandbox: &'a Sandbox,
+    policy: Option<&'a PolicyTable>,
+}
+
+impl Ctx<'_> {
+    fn at(&self, what: &str) -> String {
+        format!(
+            "{}: phases.{}.{what}",
+            self.source.display(self.file),
+            self.phase
+        )
+    }
+    fn tpl(
+        &self,
+        y: &Yaml,
+        names: &[String],
+        what: &str,
+        errors: &mut Vec<String>,
+    ) -> Option<Template> {
+        match Template::compile(self.sandbox, y, names) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(format!("{}: {e}", self.at(what)));
+                None
+            }
+        }
+    }
+    /// A list (one template per item) or a single template; `~` is no template.
+    fn tpls(
+        &self,
+        y: &Yaml,
+        names: &[String],
+        what: &str,
+        errors: &mut Vec<String>,
+    ) -> Vec<Template> {
+        match y {
+            Yaml::Null => vec![],
+            Yaml::Sequence(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, y)| self.tpl(y, names, &format!("{what}[{i}]"), errors))
+                .collect(),
+            other => self.tpl(other, names, what, errors).into_iter().collect(),
+        }
+    }
+    fn lets(
+        &self,
+        map: &IndexMap<String, Yaml>,
+        names: &mut Vec<String>,
+        what: &str,
+        errors: &mut Vec<String>,
+    ) -> Vec<(String, Template)> {
+        let mut out = Vec::new();
+        for (k, v) in map {
+            if let Some(t) = self.tpl(v, names, &format!("{what}.let.{k}"), errors) {
+                out.push((k.clone(), t));
+            }
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+        out
+    }
+    /// Directive items: `{template: name, ...overrides}` merge the named template.
+    fn directive(
+        &self,
+        y: &Yaml,
+        names: &[String],
+        what: &str,
+        errors: &mut Vec<String>,
+    ) -> Option<Template> {
+        let merged = match y {
+            Yaml::Mapping(m) if m.contains_key("template") => {
+                let tname = m.get("template").and_then(Yaml::as_str).unwrap_or_default();
+                let Some(base) = self.policy.and_then(|p| p.directive_templates.get(tname)) else {
+                    errors.push(format!(
+                        "{}: unknown directive template `{tname}`",
+                        self.at(what)
+                    ));
+                    return None;
+                };
+                let mut out = serde_yaml::Mapping::new();
+                for (k, v) in base {
+                    out.insert(Yaml::String(k.clone()), v.clone());
+                }
+                for (k, v) in m {
+                    if k.as_str() != Some("template") {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+                Yaml::Mapping(out)
+            }
+            other => other.clone(),
+        };
+        self.tpl(&merged, names, what, errors)
+    }
+}
+
+fn compile_steps(
+    ctx: &Ctx,
+    defs: &[StepDef],
+    fragments: &FragmentsTable,
+    names: &mut Vec<String>,
+    out: &mut Vec<CompiledStep>,
+    errors: &mut Vec<String>,
+    depth: usize,
+) {
+    for (i, step) in defs.iter().enumerate() {
+        if let Some(fragment) = &step.use_fragment {
+            match fragments.get(fragment) {
+                Some(steps) if depth < 8 => {
+                    compile_steps(ctx, steps, fragments, names, out, errors, depth + 1)
+                }
+                Some(_) => errors.push(format!(
+                    "{}: fragments nest too deeply",
+                    ctx.at(&format!("steps[{i}]"))
+                )),
+                None => errors.push(format!(
+                    "{}: unknown fragment `{fragment}`{}",
+                    ctx.at(&format!("steps[{i}]")),
+                    suggest(fragment, fragments.keys())
+                )),
+            }
+            continue;
+        }
+        let Some(name) = &step.name else {
+            let what = format!("steps[{i}]");
+            let lets = step
+                .bindings
+                .as_ref()
+                .map(|b| ctx.lets(b, names, &what, errors))
+                .unwrap_or_default();
+            let output = step
+                .output
+                .iter()
+                .filter_map(|(k, v)| {
+                    ctx.tpl(v, names, &format!("{what}.output.{k}"), errors)
+                        .map(|t| (k.clone(), t))
+                })
+                .collect();
+            let warnings = step
+                .warnings
+                .as_ref()
+                .and_then(|w| ctx.tpl(w, names, &format!("{what}.warnings"), errors));
+            out.push(CompiledStep::Bind {
+                lets,
+                output,
+                warnings,
+            });
+            continue;
+        };
+        let what = name.as_str();
+        let when = step
+            .when
+            .as_ref()
+            .and_then(|src| match ctx.sandbox.compile(src, names) {
+                Ok(a) => Some((a, src.clone())),
+                Err(e) => {
+                    errors.push(format!("{}: guard does not compile: {e}", ctx.at(what)));
+                    None
+                }
+            });
+        let mut local = names.clone();
+        let lets = step
+            .bindings
+            .as_ref()
+            .map(|b| ctx.lets(b, &mut local, what, errors))
+            .unwrap_or_default();
+        let n = &local;
+        let error = step.error.as_ref().and_then(|e| {
+            let s = ctx.tpl(&e.summary, n, &format!("{what}.error.summary"), errors)?;
+            let r = ctx.tpl(&e.recovery, n, &format!("{what}.error.recovery"), errors)?;
+            Some((s, r))
+        });
+        let set = expand_merge_key(&step.set)
+            .iter()
+            .filter_map(|(k, v)| {
+                let path: Vec<String> = k.split('.').map(str::to_string).collect();
+                ctx.tpl(v, n, &format!("{what}.set.{k}"), errors)
+                    .map(|t| (path, t))
+            })
+            .collect();
+        let rule = CompiledRule {
+            name: name.clone(),
+            when,
+            error,
+            next: step.next.clone().filter(|n| !n.starts_with('=')),
+            next_expr: step
+                .next
+                .as_ref()
+                .filter(|n| n.starts_with('='))
+                .and_then(|n| {
+                    ctx.tpl(
+                        &Yaml::String(n.clone()),
+                        n_names(&local),
+                        &format!("{what}.next"),
+                        errors,
+                    )
+                }),
+            new_state: step
+                .new_state
+                .as_ref()
+                .and_then(|y| ctx.tpl(y, n, &format!("{what}.new_state"), errors)),
+            set,
+            output: step
+                .output
+                .iter()
+                .filter_map(|(k, v)| {
+                    ctx.tpl(v, n, &format!("{what}.output.{k}"), errors)
+                        .map(|t| (k.clone(), t))
+                })
+                .collect(),
+            directives: match &step.directives {
+                Yaml::Sequence(items) => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, y)| {
+                        ctx.directive(y, n, &format!("{what}.directives[{j}]"), errors)
+                    })
+                    .collect(),
+                other => ctx.tpls(other, n, &format!("{what}.directives"), errors),
+            },
+            launch: ctx.tpls(&step.launch, n, &format!("{what}.launch"), errors),
+            writes: ctx.tpls(&step.writes, n, &format!("{what}.writes"), errors),
+            consume: ctx.tpls(&step.consume, n, &format!("{what}.consume"), errors),
+            summary: step
+                .summary
+                .as_ref()
+                .and_then(|y| ctx.tpl(y, n, &format!("{what}.summary"), errors)),
+            warnings: step
+                .warnings
+                .as_ref()
+                .and_then(|y| ctx.tpl(y, n, &format!("{what}.warnings"), errors)),
+            recovery: step
+                .recovery
+                .as_ref()
+                .and_then(|y| ctx.tpl(y, n, &format!("{what}.recovery"), errors)),
+            preserve_state: step.preserve_state,
+            lets,
+        };
+        out.push(CompiledStep::Rule(Box::new(rule)));
+    }
+}

@@ -1,0 +1,117 @@
+//! Where table files come from: the copy embedded in the binary at build
+//! time, or a directory given at run time (`--machine DIR` /
+//! `METAOPT_MACHINE`) so that an edited table takes effect without a build.
+
+use include_dir::{Dir, include_dir};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/machine");
+
+/// Table files by path relative to the machine root.
+#[derive(Debug, Clone)]
+pub struct TableSource {
+    /// Directory the tables were read from (`None` = embedded).
+    pub root: Option<PathBuf>,
+    files: BTreeMap<String, String>,
+}
+
+impl TableSource {
+    /// The tables embedded in the binary.
+    pub fn embedded() -> Self {
+        let mut files = BTreeMap::new();
+        fn walk(dir: &Dir<'static>, files: &mut BTreeMap<String, String>) {
+            for f in dir.files() {
+                if let Some(text) = f.contents_utf8() {
+                    files.insert(
+                        f.path().to_string_lossy().replace('\\', "/"),
+                        text.to_string(),
+                    );
+                }
+            }
+            for d in dir.dirs() {
+                walk(d, files);
+            }
+        }
+        walk(&EMBEDDED, &mut files);
+        Self { root: None, files }
+    }
+
+    /// Every `.yaml`, `.rhai` and `.md` file under `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Self, String> {
+        if !dir.is_dir() {
+            return Err(format!("{}: machine directory not found", dir.display()));
+        }
+        let mut files = BTreeMap::new();
+        fn walk(
+            root: &Path,
+            dir: &Path,
+            files: &mut BTreeMap<String, String>,
+        ) -> Result<(), String> {
+            let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(root, &path, files)?;
+                } else if matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "rhai" | "md")
+                ) {
+                    let rel = path
+                        .strip_prefix(root)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .replace('\\', "/");
+                    let text = crate::workspace::fsio::read_text_capped(&path)
+                        .map_err(|e| format!("{}: unreadable table file: {e:?}", path.display()))?;
+                    files.insert(rel, text);
+                }
+            }
+            Ok(())
+        }
+        walk(dir, dir, &mut files)?;
+        Ok(Self {
+            root: Some(dir.to_path_buf()),
+            files,
+        })
+    }
+
+    /// Text of a table file.
+    pub fn get(&self, rel: &str) -> Option<&str> {
+        self.files.get(rel).map(String::as_str)
+    }
+
+    /// Files under `prefix` ending in `suffix`, sorted.
+    pub fn files_in(&self, prefix: &str, suffix: &str) -> Vec<String> {
+        self.files
+            .keys()
+            .filter(|k| k.starts_with(prefix) && k.ends_with(suffix))
+            .cloned()
+            .collect()
+    }
+
+    /// All files, sorted by path.
+    pub fn files(&self) -> &BTreeMap<String, String> {
+        &self.files
+    }
+
+    /// The path to show in messages for a table file.
+    pub fn display(&self, rel: &str) -> String {
+        match &self.root {
+            Some(root) => root.join(rel).display().to_string(),
+            None => format!("machine/{rel}"),
+        }
+    }
+
+    /// `sha256:` over every file path and content.
+    pub fn hash(&self) -> String {
+        let mut all = String::new();
+        for (k, v) in &self.files {
+            all.push_str(k);
+            all.push('\0');
+            all.push_str(v);
+            all.push('\0');
+        }
+        crate::contract::canonical::sha256_tagged(&all)
+    }
+}

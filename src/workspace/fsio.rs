@@ -1,0 +1,198 @@
+//! File primitives every writer goes through: atomic replace (temp file,
+//! fsync, rename, directory fsync) so that a crash never leaves a torn file,
+//! and size-capped reads so that a hostile result file cannot exhaust memory.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// Largest file the engine reads into memory (16 MiB).
+pub const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// No such file.
+    Missing,
+    /// Present but unreadable (a directory, permissions, not UTF-8, too large).
+    Unreadable(String),
+}
+
+/// Reads a UTF-8 file of at most [`MAX_READ_BYTES`].
+pub fn read_text_capped(path: &Path) -> Result<String, ReadFailure> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadFailure::Missing),
+        Err(e) => return Err(ReadFailure::Unreadable(e.to_string())),
+    };
+    if meta.is_dir() {
+        return Err(ReadFailure::Unreadable(
+            "is a directory, expected a file".into(),
+        ));
+    }
+    if meta.len() > MAX_READ_BYTES {
+        return Err(ReadFailure::Unreadable(format!(
+            "file is {} bytes, over the {} byte cap",
+            meta.len(),
+            MAX_READ_BYTES
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    fs::File::open(path)
+        .and_then(|f| f.take(MAX_READ_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| ReadFailure::Unreadable(e.to_string()))?;
+    if bytes.len() as u64 > MAX_READ_BYTES {
+        return Err(ReadFailure::Unreadable(
+            "file grew over the size cap".into(),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| ReadFailure::Unreadable("not valid UTF-8".into()))
+}
+
+/// Writes `contents` to `path` atomically, creating parent directories.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    crate::workspace::failpoint::hit(path)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&parent)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(dir) = fs::File::open(&parent) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Lexically normalises `path` (drops `.`, resolves `..` where possible) without touching the disk.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for comp in path.components() {
+        match comp {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// True when `path` (relative to `base`) resolves inside `base/dir`, symlinks followed.
+pub fn resolves_inside(base: &Path, path: &str, dir: &str) -> bool {
+    let candidate = Path::new(path);
+    if candidate.is_absolute() || path.is_empty() {
+        return false;
+    }
+    if candidate
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return false;
+    }
+    let root = normalize(&base.join(dir));
+    let lexical = normalize(&base.join(candidate));
+    if !lexical.starts_with(&root) {
+        return false;
+    }
+    // Follow symlinks as far as the path exists.
+    let real_root = fs::canonicalize(&root).unwrap_or(root);
+    let mut existing = lexical.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => rest.push(name.to_os_string()),
+            None => break,
+        }
+        if !existing.pop() {
+            break;
+        }
+    }
+    match fs::canonicalize(&existing) {
+        Ok(mut real) => {
+            for name in rest.iter().rev() {
+                real.push(name);
+            }
+            real.starts_with(&real_root)
+        }
+        Err(_) => true,
+    }
+}
+
+/// Natural ordering key: `bg-10` sorts after `bg-9`.
+pub fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for ch in name.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+        } else {
+            if !digits.is_empty() {
+                parts.push((
+                    std::mem::take(&mut text),
+                    digits.parse().unwrap_or(u64::MAX),
+                ));
+                digits.clear();
+            }
+            text.push(ch);
+        }
+    }
+    parts.push((text, digits.parse().unwrap_or(0)));
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confinement_rejects_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        fs::create_dir_all(base.join(".ml-metaopt/worker-results")).unwrap();
+        assert!(resolves_inside(
+            base,
+            ".ml-metaopt/worker-results/a.json",
+            ".ml-metaopt/worker-results"
+        ));
+        assert!(!resolves_inside(
+            base,
+            ".ml-metaopt/worker-results/../state.json",
+            ".ml-metaopt/worker-results"
+        ));
+        assert!(!resolves_inside(
+            base,
+            "/etc/passwd",
+            ".ml-metaopt/worker-results"
+        ));
+        assert!(!resolves_inside(
+            base,
+            "elsewhere/a.json",
+            ".ml-metaopt/worker-results"
+        ));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/tmp", base.join(".ml-metaopt/worker-results/link"))
+                .unwrap();
+            assert!(!resolves_inside(
+                base,
+                ".ml-metaopt/worker-results/link/x.json",
+                ".ml-metaopt/worker-results"
+            ));
+        }
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut names = vec!["bg-10.json", "bg-9.json", "bg-1.json"];
+        names.sort_by_key(|n| natural_key(n));
+        assert_eq!(names, vec!["bg-1.json", "bg-9.json", "bg-10.json"]);
+    }
+}

@@ -1,0 +1,4 @@
+//! Files on disk: atomic writes, capped reads, confinement, failpoints.
+
+pub mod failpoint;
+pub mod fsio;
