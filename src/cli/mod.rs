@@ -2,6 +2,10 @@
 //! own file and returns an exit code.
 
 pub mod agent;
+pub mod demo;
+pub mod history;
+pub mod status;
+pub mod step;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +33,16 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Validate a campaign file and print every issue.
     Validate(validate::ValidateArgs),
+    /// One orchestrator step in a project directory.
+    Step(step::DriveArgs),
+    /// Step until the host must act, a terminal state, or --max-steps.
+    Run(step::RunArgs),
+    /// Where a campaign stands.
+    Status(status::StatusArgs),
+    /// Run the bundled example campaign offline to a terminal state.
+    Demo(demo::DemoArgs),
+    /// The audit journal of a project.
+    History(history::HistoryArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -61,5 +75,10 @@ pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Agent(a) => agent::run(machine_dir, a),
         Command::Validate(v) => validate::run(machine_dir, v),
+        Command::Step(a) => step::run_step(machine_dir, a),
+        Command::Run(a) => step::run_run(machine_dir, a),
+        Command::Status(a) => status::run(machine_dir, a),
+        Command::Demo(a) => demo::run(machine_dir, a),
+        Command::History(a) => history::run(machine_dir, a),
     }
 }

@@ -218,6 +218,9 @@ pub struct DirectivePolicy {
     /// For `external`: the backend operation name.
     #[serde(default)]
     pub operation: Option<String>,
+    /// For `remove_block`: the `vars` entry holding `{begin, end}` markers.
+    #[serde(default)]
+    pub markers: Option<String>,
 }
 
 /// Policy of one worker.

@@ -101,11 +101,14 @@ pub fn resolves_inside(base: &Path, path: &str, dir: &str) -> bool {
     if !lexical.starts_with(&root) {
         return false;
     }
-    // Follow symlinks as far as the path exists.
-    let real_root = fs::canonicalize(&root).unwrap_or(root);
-    let mut existing = lexical.clone();
+    resolve(&lexical).starts_with(resolve(&root))
+}
+
+/// `path` with symlinks followed as far as it exists, the rest appended lexically.
+fn resolve(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
-    while !existing.exists() {
+    while !existing.as_os_str().is_empty() && fs::symlink_metadata(&existing).is_err() {
         match existing.file_name() {
             Some(name) => rest.push(name.to_os_string()),
             None => break,
@@ -114,15 +117,16 @@ pub fn resolves_inside(base: &Path, path: &str, dir: &str) -> bool {
             break;
         }
     }
-    match fs::canonicalize(&existing) {
-        Ok(mut real) => {
-            for name in rest.iter().rev() {
-                real.push(name);
-            }
-            real.starts_with(&real_root)
-        }
-        Err(_) => true,
+    let base = if existing.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        existing
+    };
+    let mut real = fs::canonicalize(&base).unwrap_or(base);
+    for name in rest.iter().rev() {
+        real.push(name);
     }
+    real
 }
 
 /// Natural ordering key: `bg-10` sorts after `bg-9`.

@@ -1,0 +1,158 @@
+//! `metaopt status`: where a campaign stands, for people and hosts.
+
+use crate::exec::{journal, step};
+use clap::Args;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// Flags of `metaopt status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Project root.
+    #[arg(long, default_value = ".")]
+    pub project: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn bar(spent: f64, cap: f64) -> String {
+    let width = 20usize;
+    let filled = if cap > 0.0 {
+        ((spent / cap).clamp(0.0, 1.0) * width as f64).round() as usize
+    } else {
+        0
+    };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+/// `metaopt status`.
+pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
+    let machine = match super::load_machine(machine_dir) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    if let Err(e) = super::step::enter(&args.project) {
+        eprintln!("error: {e}");
+        return super::EXIT_USAGE;
+    }
+    let state = match step::read_state(&machine) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            if args.json {
+                println!("{}", json!({"state": null}));
+            } else {
+                println!(
+                    "no campaign state yet ({}); run `metaopt step`",
+                    step::layout(&machine, "state")
+                );
+            }
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let load = std::fs::read_to_string(step::layout(&machine, "load_handoff"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .unwrap_or(Value::Null);
+    let cap = load
+        .pointer("/compute/max_budget_usd")
+        .and_then(Value::as_f64);
+    let completed = state["completed_iterations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let spent: f64 = completed
+        .iter()
+        .filter_map(|c| c["spend_usd"].as_f64())
+        .sum::<f64>()
+        + state
+            .pointer("/current_sweep/cumulative_spend_usd")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+    let entries = journal::read(&machine);
+    let tables_changed = entries.iter().any(|e| e["tables_changed"] == json!(true))
+        || entries
+            .last()
+            .is_some_and(|e| e["machine_hash"].as_str() != Some(machine.hash().as_str()));
+    let pending: Vec<Value> = std::fs::read_dir(step::layout(&machine, "handoffs"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+        .flat_map(|h| h["launch_requests"].as_array().cloned().unwrap_or_default())
+        .filter(|l| {
+            l["result_file"]
+                .as_str()
+                .is_some_and(|p| !Path::new(p).exists())
+        })
+        .collect();
+    let summary = json!({
+        "machine_state": state["machine_state"],
+        "status": state["status"],
+        "iteration": state["current_iteration"],
+        "baseline": state["baseline"],
+        "spend_usd": (spent * 100.0).round() / 100.0,
+        "max_budget_usd": cap,
+        "current_proposals": state["current_proposals"].as_array().map(Vec::len),
+        "next_proposals": state["next_proposals"].as_array().map(Vec::len),
+        "completed_iterations": completed.len(),
+        "pending_workers": pending,
+        "next_action": state["next_action"],
+        "tables_changed_during_campaign": tables_changed,
+    });
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+        return 0;
+    }
+    println!(
+        "campaign   {}",
+        state["campaign_id"].as_str().unwrap_or("?")
+    );
+    println!(
+        "state      {} ({})",
+        state["machine_state"].as_str().unwrap_or("?"),
+        state["status"].as_str().unwrap_or("?")
+    );
+    println!(
+        "iteration  {} ({} completed)",
+        state["current_iteration"],
+        completed.len()
+    );
+    match state["baseline"].as_object() {
+        Some(b) => println!(
+            "baseline   {} = {} ({})",
+            b["metric"].as_str().unwrap_or("?"),
+            b["value"],
+            b["wandb_run_url"]
+        ),
+        None => println!("baseline   none yet"),
+    }
+    match cap {
+        Some(c) => println!("spend      {} {:.2} / {:.2} USD", bar(spent, c), spent, c),
+        None => println!("spend      {spent:.2} USD"),
+    }
+    println!(
+        "pools      current {} / next {}",
+        summary["current_proposals"], summary["next_proposals"]
+    );
+    println!("workers    {} pending", pending.len());
+    println!(
+        "next       {}",
+        state["next_action"].as_str().unwrap_or("-")
+    );
+    if tables_changed {
+        println!(
+            "note       the machine tables changed during this campaign (see `metaopt history`)"
+        );
+    }
+    0
+}

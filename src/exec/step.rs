@@ -1,0 +1,501 @@
+//! One orchestrator step (contract section 9): read the state, re-validate
+//! the campaign, pick the governing agent and phase from the tables, run it,
+//! validate the handoff, execute directives, apply the patch and persist —
+//! in an order that leaves a resumable project after a crash at any point:
+//! phase files and handoff first, then reports and hooks, then the state
+//! (atomically), then consumed results are moved aside.
+
+use crate::engine::effects;
+use crate::engine::handoff::{to_pretty, violations};
+use crate::engine::phase::{GuardSeen, PhaseArgs, PhaseOutcome, lookup, run_phase};
+use crate::engine::sandbox::{parse_file, schema_issues};
+use crate::exec::directives::{self, ExecutorKind};
+use crate::exec::journal;
+use crate::machine::Machine;
+use crate::machine::model::StateKind;
+use crate::workspace::fsio::{resolves_inside, write_atomic};
+use crate::workspace::lock::ProjectLock;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// How a step runs.
+#[derive(Debug, Clone, Default)]
+pub struct StepOptions {
+    /// Who executes backend directives.
+    pub executor: ExecutorKind,
+    /// Answer launch requests with simulated workers.
+    pub simulate_workers: bool,
+    /// Seed of the simulator.
+    pub seed: u64,
+    /// Models the host offers.
+    pub available_models: Vec<String>,
+}
+
+/// A worker the host must run.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerTurn {
+    /// `worker_ref`.
+    pub worker: String,
+    /// Resolved model.
+    pub model: Value,
+    /// Model class.
+    pub model_class: Value,
+    /// Slot id.
+    pub slot_id: Value,
+    /// Task file.
+    pub task_file: String,
+    /// Result file the worker must write.
+    pub result_file: String,
+}
+
+/// One phase run within the step.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseRun {
+    /// State the phase ran in.
+    pub state: String,
+    /// Agent.
+    pub agent: String,
+    /// Phase.
+    pub phase: String,
+    /// Deciding rule.
+    pub rule: String,
+    /// Handoff file.
+    pub handoff_path: String,
+    /// Handoff summary.
+    pub summary: Value,
+    /// Machine state after the phase.
+    pub next_state: String,
+    /// Protocol violations found in the handoff.
+    pub violations: Vec<String>,
+}
+
+/// The machine-readable result of a step (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Turn {
+    /// Machine state before the step.
+    pub state_before: String,
+    /// Machine state after the step.
+    pub machine_state: String,
+    /// Derived status.
+    pub status: String,
+    /// Last handoff written.
+    pub handoff_path: Option<String>,
+    /// Every phase the step ran (init states chain).
+    pub phases: Vec<PhaseRun>,
+    /// Workers the host must run before the next step.
+    pub workers: Vec<WorkerTurn>,
+    /// Directives left to the host (their result files do not exist yet).
+    pub directives_for_host: Vec<Value>,
+    /// Directives the step executed and what happened.
+    pub directives_executed: Vec<Value>,
+    /// Warnings of the handoffs.
+    pub warnings: Vec<Value>,
+    /// `next_action` of the state.
+    pub next_action: Value,
+    /// True in a terminal state.
+    pub done: bool,
+    /// Guards evaluated (for coverage tools).
+    #[serde(skip)]
+    pub guards: Vec<GuardSeen>,
+}
+
+/// Layout path `key` of the policy table.
+pub fn layout<'m>(machine: &'m Machine, key: &str) -> &'m str {
+    machine
+        .policy
+        .orchestrator
+        .layout
+        .get(key)
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+/// Phase arguments for a project in the current directory.
+pub fn project_args(machine: &Machine, opts: &StepOptions) -> PhaseArgs {
+    let manifest = layout(machine, "skills_manifest");
+    PhaseArgs {
+        campaign_path: layout(machine, "campaign").into(),
+        state_path: layout(machine, "state").into(),
+        load_handoff: layout(machine, "load_handoff").into(),
+        agents_path: layout(machine, "agents").into(),
+        skills_manifest: if Path::new(manifest).exists() {
+            manifest.into()
+        } else {
+            String::new()
+        },
+        tasks_dir: layout(machine, "tasks").into(),
+        worker_results_dir: layout(machine, "worker_results").into(),
+        executor_events_dir: layout(machine, "executor_events").into(),
+        preflight_path: layout(machine, "preflight").into(),
+        secondary: false,
+        apply_state: true,
+        available_models: opts.available_models.clone(),
+    }
+}
+
+/// Reads the state strictly; `Ok(None)` when there is none.
+pub fn read_state(machine: &Machine) -> Result<Option<Value>, String> {
+    let path = layout(machine, "state");
+    match parse_file(path, false) {
+        Err((false, _)) => Ok(None),
+        Err((true, msg)) => Err(format!("{path}: {msg}")),
+        Ok(None) => Err(format!("{path}: state file is empty")),
+        Ok(Some(doc)) => {
+            let issues = schema_issues(
+                &machine.sandbox.engine,
+                &machine.sandbox.shared.borrow(),
+                "state",
+                &doc,
+            )?;
+            if issues.is_empty() {
+                Ok(Some(doc))
+            } else {
+                Err(format!("{path}: invalid state file: {}", issues.join("; ")))
+            }
+        }
+    }
+}
+
+/// Runs one step in the current directory (the project root).
+pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
+    let lock_path = Path::new(layout(machine, "state")).with_file_name("lock");
+    let _lock = ProjectLock::acquire(&lock_path)?;
+    let mut state = read_state(machine)?;
+    let initial = machine.states.initial.clone();
+    let mut current = state_name(&state).unwrap_or_else(|| initial.clone());
+    let state_before = current.clone();
+    let mut turn = Turn {
+        state_before: state_before.clone(),
+        machine_state: current.clone(),
+        status: machine.status_of(&current).unwrap_or_default().to_string(),
+        handoff_path: None,
+        phases: vec![],
+        workers: vec![],
+        directives_for_host: vec![],
+        directives_executed: vec![],
+        warnings: vec![],
+        next_action: state
+            .as_ref()
+            .and_then(|s| s.get("next_action").cloned())
+            .unwrap_or(Value::Null),
+        done: machine.is_terminal(&current),
+        guards: vec![],
+    };
+    if turn.done {
+        return Ok(turn);
+    }
+    let args = project_args(machine, opts);
+    let now = crate::now();
+
+    // Every step re-validates the campaign: LOAD_CAMPAIGN's phase runs each time.
+    let (load_agent, load_phase) = dispatch(machine, &initial, &state)?;
+    let load_outcome = run_named(machine, &load_agent, &load_phase, &args, &now)?;
+    write_atomic(
+        Path::new(&args.load_handoff),
+        to_pretty(&load_outcome.handoff).as_bytes(),
+    )
+    .map_err(|e| format!("{}: {e}", args.load_handoff))?;
+    let mut load_outcome = Some(load_outcome);
+
+    for _ in 0..machine.states.states.len() {
+        let kind = machine
+            .states
+            .states
+            .get(&current)
+            .map(|d| d.kind)
+            .ok_or(format!("unknown state {current}"))?;
+        let (agent, phase, outcome) = if kind == StateKind::Init {
+            let (agent, phase) = dispatch(machine, &current, &state)?;
+            let outcome = match (current == initial, load_outcome.take()) {
+                (true, Some(o)) => o,
+                _ => run_named(machine, &agent, &phase, &args, &now)?,
+            };
+            (agent, phase, outcome)
+        } else {
+            let gate_agent = machine.policy.orchestrator.agent.clone();
+            let gate = run_named(machine, &gate_agent, "gate", &args, &now)?;
+            let blocks = gate.is_error || !gate.handoff["recommended_next_machine_state"].is_null();
+            if blocks {
+                (gate_agent, "gate".to_string(), gate)
+            } else {
+                turn.guards.extend(gate.guards);
+                let (agent, phase) = dispatch(machine, &current, &state)?;
+                let outcome = run_named(machine, &agent, &phase, &args, &now)?;
+                (agent, phase, outcome)
+            }
+        };
+        let before = current.clone();
+        let applied = apply_outcome(
+            machine, opts, &args, &now, &before, &agent, &phase, outcome, &mut state, &mut turn,
+        )?;
+        current = applied;
+        let next_kind = machine.states.states.get(&current).map(|d| d.kind);
+        if !(next_kind == Some(StateKind::Init) && current != before) {
+            break;
+        }
+    }
+
+    turn.machine_state = current.clone();
+    turn.status = machine.status_of(&current).unwrap_or_default().to_string();
+    turn.done = machine.is_terminal(&current);
+    turn.next_action = state
+        .as_ref()
+        .and_then(|s| s.get("next_action").cloned())
+        .unwrap_or(Value::Null);
+    Ok(turn)
+}
+
+fn state_name(state: &Option<Value>) -> Option<String> {
+    state
+        .as_ref()
+        .and_then(|s| s.get("machine_state"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// The governing agent and phase of `current`, chosen by the states table.
+pub fn dispatch(
+    machine: &Machine,
+    current: &str,
+    state: &Option<Value>,
+) -> Result<(String, String), String> {
+    let def = machine
+        .states
+        .states
+        .get(current)
+        .ok_or(format!("unknown machine state `{current}`"))?;
+    let agent = def
+        .agent
+        .clone()
+        .ok_or(format!("state `{current}` has no governing agent"))?;
+    let guards = machine
+        .phase_guards
+        .get(current)
+        .ok_or(format!("state `{current}` has no phases"))?;
+    let mut scope = rhai::Scope::new();
+    let args = project_args(machine, &StepOptions::default());
+    scope.push_dynamic(
+        "args",
+        crate::engine::sandbox::to_dynamic(&serde_json::to_value(&args).unwrap_or_default()),
+    );
+    scope.push_dynamic("now", rhai::Dynamic::from(crate::now()));
+    scope.push_dynamic("vars", crate::engine::sandbox::to_dynamic(&machine.vars));
+    scope.push_dynamic(
+        "state",
+        state
+            .as_ref()
+            .map(crate::engine::sandbox::to_dynamic)
+            .unwrap_or(rhai::Dynamic::UNIT),
+    );
+    for (guard, phase) in guards {
+        let holds = match guard {
+            None => true,
+            Some(ast) => machine
+                .sandbox
+                .eval(&mut scope, ast)
+                .map_err(|e| format!("states.yaml: {current}.phases[{phase}] guard: {e}"))?
+                .as_bool()
+                .unwrap_or(false),
+        };
+        if holds {
+            return Ok((agent, phase.clone()));
+        }
+    }
+    Err(format!("no phase of state `{current}` applies"))
+}
+
+fn run_named(
+    machine: &Machine,
+    agent: &str,
+    phase: &str,
+    args: &PhaseArgs,
+    now: &str,
+) -> Result<PhaseOutcome, String> {
+    let (a, p) = lookup(machine, agent, Some(phase)).map_err(|e| e.to_string())?;
+    Ok(run_phase(machine, a, p, args, now))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_outcome(
+    machine: &Machine,
+    opts: &StepOptions,
+    args: &PhaseArgs,
+    now: &str,
+    current: &str,
+    agent: &str,
+    phase: &str,
+    outcome: PhaseOutcome,
+    state: &mut Option<Value>,
+    turn: &mut Turn,
+) -> Result<String, String> {
+    let handoff_path = format!("{}/{agent}-{current}.json", layout(machine, "handoffs"));
+    let mut found = violations(machine, agent, &outcome.handoff, Path::new("."));
+    for w in &outcome.writes {
+        let p = w.path();
+        let inside = Path::new(p)
+            .parent()
+            .is_some_and(|_| resolves_inside(Path::new("."), p, ".ml-metaopt"));
+        if !inside && p != args.agents_path {
+            found.push(format!("phase writes `{p}` outside .ml-metaopt/"));
+        }
+    }
+    turn.guards.extend(outcome.guards.iter().cloned());
+    if let Some(w) = outcome.handoff["warnings"].as_array() {
+        turn.warnings.extend(w.iter().cloned());
+    }
+    let before_state = state.clone();
+    let mut executed = Vec::new();
+
+    let next = if !found.is_empty() {
+        // Protocol violation: keep the handoff, block, run the violation directives.
+        write_atomic(
+            Path::new(&handoff_path),
+            to_pretty(&outcome.handoff).as_bytes(),
+        )
+        .map_err(|e| format!("{handoff_path}: {e}"))?;
+        let target = machine.policy.orchestrator.protocol_violation_state.clone();
+        let directives = protocol_directives(machine, args, now)?;
+        if let Some(s) = state.as_mut() {
+            s["machine_state"] = json!(target);
+            s["status"] = json!(machine.status_of(&target).unwrap_or_default());
+            s["next_action"] = json!(format!(
+                "protocol violation by {agent}.{phase}: {}",
+                found.join("; ")
+            ));
+        }
+        executed.extend(directives::execute_builtin(
+            machine,
+            &directives,
+            state.as_ref(),
+            &outcome.handoff,
+        )?);
+        persist_state(machine, &before_state, state)?;
+        target
+    } else if outcome.is_error {
+        write_atomic(
+            Path::new(&handoff_path),
+            to_pretty(&outcome.handoff).as_bytes(),
+        )
+        .map_err(|e| format!("{handoff_path}: {e}"))?;
+        current.to_string()
+    } else {
+        effects::apply_writes(&outcome.writes)?;
+        write_atomic(
+            Path::new(&handoff_path),
+            to_pretty(&outcome.handoff).as_bytes(),
+        )
+        .map_err(|e| format!("{handoff_path}: {e}"))?;
+        let recommended = outcome.handoff["recommended_next_machine_state"]
+            .as_str()
+            .map(str::to_string);
+        if let Some(new_state) = &outcome.new_state {
+            *state = Some(new_state.clone());
+        }
+        let next = recommended.unwrap_or_else(|| current.to_string());
+        let list: Vec<Value> = outcome.handoff["directives"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        executed.extend(directives::execute_builtin(
+            machine,
+            &list,
+            state.as_ref(),
+            &outcome.handoff,
+        )?);
+        let (done, left) = directives::execute_external(machine, opts, &list)?;
+        executed.extend(done);
+        turn.directives_for_host.extend(left);
+        persist_state(machine, &before_state, state)?;
+        effects::consume(&outcome.consumes)?;
+        let launches = outcome.handoff["launch_requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if opts.simulate_workers {
+            crate::exec::sim::answer_workers(machine, opts.seed, &launches, state.as_ref(), args)?;
+        }
+        for l in launches {
+            let result_file = l["result_file"].as_str().unwrap_or_default().to_string();
+            if Path::new(&result_file).exists() {
+                continue;
+            }
+            turn.workers.push(WorkerTurn {
+                worker: l["worker_ref"].as_str().unwrap_or_default().to_string(),
+                model: l["preferred_model"].clone(),
+                model_class: l["model_class"].clone(),
+                slot_id: l["slot_id"].clone(),
+                task_file: l["task_file"].as_str().unwrap_or_default().to_string(),
+                result_file,
+            });
+        }
+        next
+    };
+    turn.directives_executed.extend(executed.iter().cloned());
+    turn.handoff_path = Some(handoff_path.clone());
+    turn.phases.push(PhaseRun {
+        state: current.to_string(),
+        agent: agent.to_string(),
+        phase: phase.to_string(),
+        rule: outcome.rule.clone(),
+        handoff_path: handoff_path.clone(),
+        summary: outcome.handoff["summary"].clone(),
+        next_state: next.clone(),
+        violations: found.clone(),
+    });
+    journal::append(
+        machine,
+        &journal::Entry {
+            time: now,
+            before: current,
+            after: &next,
+            agent,
+            phase,
+            rule: &outcome.rule,
+            handoff: &outcome.handoff,
+            patch: &outcome.handoff["state_patch"],
+            directives: &executed,
+            violations: &found,
+        },
+    )?;
+    Ok(next)
+}
+
+fn protocol_directives(
+    machine: &Machine,
+    args: &PhaseArgs,
+    now: &str,
+) -> Result<Vec<Value>, String> {
+    let mut scope = rhai::Scope::new();
+    scope.push_dynamic(
+        "args",
+        crate::engine::sandbox::to_dynamic(&serde_json::to_value(args).unwrap_or_default()),
+    );
+    scope.push_dynamic("now", rhai::Dynamic::from(now.to_string()));
+    scope.push_dynamic("vars", crate::engine::sandbox::to_dynamic(&machine.vars));
+    let mut out = Vec::new();
+    for name in &machine.policy.orchestrator.protocol_violation_directives {
+        let t = machine
+            .directive_templates
+            .get(name)
+            .ok_or(format!("policy.yaml: unknown directive template `{name}`"))?;
+        out.push(t.eval(&machine.sandbox, &mut scope)?);
+    }
+    Ok(out)
+}
+
+fn persist_state(
+    machine: &Machine,
+    before: &Option<Value>,
+    state: &Option<Value>,
+) -> Result<(), String> {
+    if state == before {
+        return Ok(());
+    }
+    if let Some(s) = state {
+        let path = layout(machine, "state");
+        write_atomic(Path::new(path), to_pretty(s).as_bytes())
+            .map_err(|e| format!("{path}: cannot write state: {e}"))?;
+    }
+    Ok(())
+}
