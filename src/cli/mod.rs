@@ -4,8 +4,10 @@
 pub mod agent;
 pub mod demo;
 pub mod history;
+pub mod machine;
 pub mod status;
 pub mod step;
+pub mod test;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +45,10 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// The audit journal of a project.
     History(history::HistoryArgs),
+    /// Review tools for the machine tables.
+    Machine(machine::MachineArgs),
+    /// Run scenario files against the machine.
+    Test(test::TestArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -80,5 +86,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(a) => status::run(machine_dir, a),
         Command::Demo(a) => demo::run(machine_dir, a),
         Command::History(a) => history::run(machine_dir, a),
+        Command::Machine(a) => machine::run(machine_dir, a),
+        Command::Test(a) => test::run(machine_dir, a),
     }
 }

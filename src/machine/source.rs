@@ -76,6 +76,11 @@ impl TableSource {
         })
     }
 
+    /// Tables from an in-memory file map (tests, mutation testing).
+    pub fn from_files(root: Option<PathBuf>, files: BTreeMap<String, String>) -> Self {
+        Self { root, files }
+    }
+
     /// Text of a table file.
     pub fn get(&self, rel: &str) -> Option<&str> {
         self.files.get(rel).map(String::as_str)
