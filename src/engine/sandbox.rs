@@ -17,8 +17,10 @@ use std::rc::Rc;
 
 /// Limits of the guard sandbox; documented in `references/table-format.md`.
 pub mod limits {
-    /// Operations one evaluation may perform.
+    /// Operations one binding or effect evaluation may perform.
     pub const MAX_OPERATIONS: u64 = 20_000_000;
+    /// Operations one guard evaluation may perform.
+    pub const GUARD_OPERATIONS: u64 = 500_000;
     /// Nested function calls.
     pub const MAX_CALL_LEVELS: usize = 32;
     /// Expression nesting depth (global, inside functions).
@@ -50,6 +52,8 @@ pub struct Sandbox {
     pub lib: AST,
     /// Tables the primitives read.
     pub shared: Rc<RefCell<SharedTables>>,
+    /// Operation budget of the evaluation in progress.
+    budget: Rc<std::cell::Cell<u64>>,
 }
 
 impl Sandbox {
@@ -57,9 +61,15 @@ impl Sandbox {
     pub fn new() -> Self {
         let shared = Rc::new(RefCell::new(SharedTables::default()));
         let mut engine = Engine::new();
+        let budget = Rc::new(std::cell::Cell::new(limits::MAX_OPERATIONS));
+        let watched = budget.clone();
+        engine.on_progress(move |ops| {
+            (ops > watched.get())
+                .then(|| Dynamic::from(format!("exceeded the sandbox operation limit of {}", watched.get())))
+        });
         engine
             .set_strict_variables(true)
-            .set_max_operations(limits::MAX_OPERATIONS)
+            .set_max_operations(limits::MAX_OPERATIONS + 1)
             .set_max_call_levels(limits::MAX_CALL_LEVELS)
             .set_max_expr_depths(limits::MAX_EXPR_DEPTH.0, limits::MAX_EXPR_DEPTH.1)
             .set_max_string_size(limits::MAX_STRING)
@@ -76,6 +86,7 @@ impl Sandbox {
             engine,
             lib: AST::empty(),
             shared,
+            budget,
         }
     }
 
@@ -94,9 +105,20 @@ impl Sandbox {
 
     /// Evaluates a compiled script in `scope`, leaving the scope as it was.
     pub fn eval(&self, scope: &mut Scope, ast: &AST) -> Result<Dynamic, String> {
+        self.eval_with_budget(scope, ast, limits::MAX_OPERATIONS)
+    }
+
+    /// Evaluates a guard: the same, with the smaller guard budget.
+    pub fn eval_guard(&self, scope: &mut Scope, ast: &AST) -> Result<Dynamic, String> {
+        self.eval_with_budget(scope, ast, limits::GUARD_OPERATIONS)
+    }
+
+    fn eval_with_budget(&self, scope: &mut Scope, ast: &AST, budget: u64) -> Result<Dynamic, String> {
+        self.budget.set(budget);
         let len = scope.len();
         let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, ast);
         scope.rewind(len);
+        self.budget.set(limits::MAX_OPERATIONS);
         result.map_err(|e| describe_error(&e))
     }
 }
@@ -117,12 +139,10 @@ fn one_line(s: &str) -> String {
 }
 
 fn describe_error(e: &EvalAltResult) -> String {
-    let text = e.to_string();
-    match e {
-        EvalAltResult::ErrorTooManyOperations(_) => {
-            format!("{text}: guard exceeded the sandbox operation limit")
-        }
-        _ => text,
+    match e.unwrap_inner() {
+        EvalAltResult::ErrorTerminated(reason, _) => format!("{reason} ({})", e.position()),
+        EvalAltResult::ErrorTooManyOperations(_) => format!("exceeded the sandbox operation limit ({})", e.position()),
+        _ => e.to_string(),
     }
 }
 

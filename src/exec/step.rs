@@ -293,7 +293,7 @@ pub fn dispatch(
             None => true,
             Some(ast) => machine
                 .sandbox
-                .eval(&mut scope, ast)
+                .eval_guard(&mut scope, ast)
                 .map_err(|e| format!("states.yaml: {current}.phases[{phase}] guard: {e}"))?
                 .as_bool()
                 .unwrap_or(false),
