@@ -3,6 +3,19 @@
 //! tables and rhai guards); this crate loads, checks and interprets them.
 #![forbid(unsafe_code)]
 
+/// `println!` that ignores a closed stdout (`metaopt demo | head` must not panic).
+#[macro_export]
+macro_rules! say {
+    () => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod contract;
 pub mod engine;

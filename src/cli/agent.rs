@@ -114,7 +114,7 @@ pub fn run(machine_dir: Option<&Path>, args: AgentArgs) -> i32 {
     };
     match execute(&machine, &args) {
         Ok(outcome) => {
-            print!("{}", to_pretty(&outcome.handoff));
+            crate::say!("{}", to_pretty(&outcome.handoff).trim_end());
             0
         }
         Err(e) => {

@@ -67,7 +67,7 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
         eprintln!("error: {e}");
         return 1;
     }
-    println!("metaopt demo in {} (seed {})", dir.display(), args.seed);
+    crate::say!("metaopt demo in {} (seed {})", dir.display(), args.seed);
     let opts = StepOptions {
         executor: ExecutorKind::Sim,
         simulate_workers: true,
@@ -79,7 +79,7 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
     let last = super::step::drive(&machine, &opts, args.max_steps, 0.0, |turn| {
         steps += 1;
         if !quiet {
-            println!("{}", super::step::describe(turn));
+            crate::say!("{}", super::step::describe(turn));
         }
     });
     let last = match last {
@@ -90,7 +90,7 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
             return 1;
         }
     };
-    println!(
+    crate::say!(
         "\nfinished after {steps} step(s): {} ({})",
         last.machine_state, last.status
     );
@@ -107,13 +107,13 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
         });
     match report_path {
         Some(p) => {
-            println!("final report: {}\n", dir.join(&p).display());
+            crate::say!("final report: {}\n", dir.join(&p).display());
             let text = std::fs::read_to_string(&p).unwrap_or_default();
             for line in text.lines().take(12) {
-                println!("  {line}");
+                crate::say!("  {line}");
             }
         }
-        None => println!("no final report was written"),
+        None => crate::say!("no final report was written"),
     }
     if last.done { 0 } else { 1 }
 }

@@ -27,14 +27,14 @@ pub fn run(machine_dir: Option<&Path>, args: HistoryArgs) -> i32 {
     }
     for e in journal::read(&machine) {
         if args.json {
-            println!("{e}");
+            crate::say!("{e}");
         } else {
             let changed = if e["tables_changed"] == serde_json::json!(true) {
                 "  [tables changed]"
             } else {
                 ""
             };
-            println!(
+            crate::say!(
                 "{:>4} {} {} --{}.{}[{}]--> {}{changed}",
                 e["seq"],
                 e["time"].as_str().unwrap_or(""),

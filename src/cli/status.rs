@@ -40,9 +40,9 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         Ok(Some(s)) => s,
         Ok(None) => {
             if args.json {
-                println!("{}", json!({"state": null}));
+                crate::say!("{}", json!({"state": null}));
             } else {
-                println!(
+                crate::say!(
                     "no campaign state yet ({}); run `metaopt step`",
                     step::layout(&machine, "state")
                 );
@@ -107,50 +107,50 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         "tables_changed_during_campaign": tables_changed,
     });
     if args.json {
-        println!(
+        crate::say!(
             "{}",
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
         return 0;
     }
-    println!(
+    crate::say!(
         "campaign   {}",
         state["campaign_id"].as_str().unwrap_or("?")
     );
-    println!(
+    crate::say!(
         "state      {} ({})",
         state["machine_state"].as_str().unwrap_or("?"),
         state["status"].as_str().unwrap_or("?")
     );
-    println!(
+    crate::say!(
         "iteration  {} ({} completed)",
         state["current_iteration"],
         completed.len()
     );
     match state["baseline"].as_object() {
-        Some(b) => println!(
+        Some(b) => crate::say!(
             "baseline   {} = {} ({})",
             b["metric"].as_str().unwrap_or("?"),
             b["value"],
             b["wandb_run_url"]
         ),
-        None => println!("baseline   none yet"),
+        None => crate::say!("baseline   none yet"),
     }
     match cap {
-        Some(c) => println!("spend      {} {:.2} / {:.2} USD", bar(spent, c), spent, c),
-        None => println!("spend      {spent:.2} USD"),
+        Some(c) => crate::say!("spend      {} {:.2} / {:.2} USD", bar(spent, c), spent, c),
+        None => crate::say!("spend      {spent:.2} USD"),
     }
-    println!(
+    crate::say!(
         "pools      current {} / next {}",
         summary["current_proposals"], summary["next_proposals"]
     );
-    println!("workers    {} pending", pending.len());
-    println!(
+    crate::say!("workers    {} pending", pending.len());
+    crate::say!(
         "next       {}",
         state["next_action"].as_str().unwrap_or("-")
     );
     if tables_changed {
-        println!(
+        crate::say!(
             "note       the machine tables changed during this campaign (see `metaopt history`)"
         );
     }

@@ -107,9 +107,9 @@ pub fn describe(turn: &Turn) -> String {
 
 fn print_turn(turn: &Turn, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(turn).unwrap_or_default());
+        crate::say!("{}", serde_json::to_string_pretty(turn).unwrap_or_default());
     } else {
-        println!("{}", describe(turn));
+        crate::say!("{}", describe(turn));
     }
 }
 

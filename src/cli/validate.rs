@@ -86,7 +86,7 @@ pub fn run(machine_dir: Option<&Path>, args: ValidateArgs) -> i32 {
     };
     let issues = campaign_issues(&machine, &args.file, &args.schema);
     if issues.is_empty() {
-        println!("{}: valid", args.file);
+        crate::say!("{}: valid", args.file);
         return 0;
     }
     eprintln!("{}: {} issue(s)", args.file, issues.len());
