@@ -5,6 +5,7 @@ pub mod agent;
 pub mod demo;
 pub mod history;
 pub mod machine;
+pub mod preflight;
 pub mod status;
 pub mod step;
 pub mod test;
@@ -45,6 +46,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// The audit journal of a project.
     History(history::HistoryArgs),
+    /// The one-shot readiness check LOAD_CAMPAIGN gates on.
+    Preflight(preflight::PreflightArgs),
     /// Review tools for the machine tables.
     Machine(machine::MachineArgs),
     /// Run scenario files against the machine.
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(a) => status::run(machine_dir, a),
         Command::Demo(a) => demo::run(machine_dir, a),
         Command::History(a) => history::run(machine_dir, a),
+        Command::Preflight(a) => preflight::run(machine_dir, a),
         Command::Machine(a) => machine::run(machine_dir, a),
         Command::Test(a) => test::run(machine_dir, a),
     }
