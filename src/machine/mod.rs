@@ -3,6 +3,10 @@
 //! into the form the engine runs. Loading reports every problem it finds,
 //! each naming the table file and the rule.
 
+pub mod check;
+pub mod diff;
+pub mod docs;
+pub mod graph;
 pub mod model;
 pub mod source;
 
