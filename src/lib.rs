@@ -21,6 +21,7 @@ pub mod contract;
 pub mod engine;
 pub mod exec;
 pub mod machine;
+pub mod scenario;
 pub mod workspace;
 
 /// Current time as ISO-8601 UTC; `METAOPT_NOW` pins it (tests, reproducible demos).

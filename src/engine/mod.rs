@@ -8,4 +8,5 @@ pub mod render;
 pub mod sandbox;
 pub mod schema;
 pub mod template;
+pub mod trace;
 pub mod workers;

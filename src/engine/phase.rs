@@ -180,14 +180,16 @@ pub fn run_phase(
         warnings: Vec::new(),
         guards: Vec::new(),
     };
-    match run.decide() {
+    let outcome = match run.decide() {
         Ok(Some(rule)) => match run.outcome(rule, args) {
             Ok(o) => o,
             Err(e) => run.engine_error(&format!("rule `{}`: {e}", rule.name)),
         },
         Ok(None) => run.engine_error("no rule matched"),
         Err(e) => run.engine_error(&e),
-    }
+    };
+    crate::engine::trace::record(&agent.table.agent, &phase.name, &outcome);
+    outcome
 }
 
 impl<'m> Run<'m> {
