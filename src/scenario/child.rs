@@ -9,7 +9,7 @@
 //! and checks the expectations. Results go to a JSON-lines file.
 
 use super::matcher::{self, show};
-use super::model::{ABSENT, AGENT_OUTPUT, Action, Scenario, StateGiven, substitute};
+use super::model::{ABSENT, AGENT_OUTPUT, Action, Expect, Scenario, StateGiven, substitute};
 use crate::cli::agent::{AgentArgs, execute};
 use crate::engine::handoff::to_pretty;
 use crate::engine::trace::{self, TraceLine};
@@ -167,10 +167,13 @@ fn run_one(
             .push(format!("setup: {}: {e}", item.dir.display()));
         return result;
     }
-    if let Err(e) = build_project(setup_machine, &scenario) {
-        result.failures.push(format!("setup: {e}"));
-        return result;
-    }
+    let identity = match build_project(setup_machine, &scenario) {
+        Ok(id) => id,
+        Err(e) => {
+            result.failures.push(format!("setup: {e}"));
+            return result;
+        }
+    };
     if let Some(t) = trace_path {
         let _ = std::fs::remove_file(t);
     }
@@ -183,7 +186,12 @@ fn run_one(
             .unwrap_or_default();
         let _ = std::fs::remove_file(t);
     }
-    result.failures = verify(&scenario, &obs, &state_path, state_before.as_deref());
+    let mut expect = scenario.file.expect.clone();
+    if let Err(e) = substitute_expect(&mut expect, identity.as_deref()) {
+        result.failures.push(format!("expect: {e}"));
+        return result;
+    }
+    result.failures = verify(&expect, &obs, &state_path, state_before.as_deref());
     result
 }
 
@@ -192,7 +200,7 @@ fn write_text(path: &str, text: &str) -> Result<(), String> {
 }
 
 /// Writes the campaign, state, preflight artifact, files and load handoff the scenario gives.
-fn build_project(machine: &Machine, s: &Scenario) -> Result<(), String> {
+fn build_project(machine: &Machine, s: &Scenario) -> Result<Option<String>, String> {
     let g = &s.file.given;
     if let Some(text) = &s.campaign_text {
         write_text(layout(machine, "campaign"), text)?;
@@ -297,7 +305,7 @@ fn build_project(machine: &Machine, s: &Scenario) -> Result<(), String> {
             execute(machine, &args).map_err(|e| format!("load_handoff: auto: {e}"))?;
         }
     }
-    Ok(())
+    Ok(identity)
 }
 
 /// `metaopt agent` defaults (what clap fills in when no flag is given).
@@ -387,8 +395,27 @@ fn read_json(path: &str) -> Option<Value> {
         .and_then(|t| serde_json::from_str(&t).ok())
 }
 
-fn verify(s: &Scenario, obs: &Observation, state_path: &str, before: Option<&[u8]>) -> Vec<String> {
-    let e = &s.file.expect;
+/// `$identity` in expectations, as in given data.
+fn substitute_expect(e: &mut Expect, identity: Option<&str>) -> Result<(), String> {
+    for v in [
+        &mut e.handoff,
+        &mut e.state,
+        &mut e.turn,
+        &mut e.error,
+        &mut e.visited,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        substitute(v, identity)?;
+    }
+    for v in e.files.values_mut() {
+        substitute(v, identity)?;
+    }
+    Ok(())
+}
+
+fn verify(e: &Expect, obs: &Observation, state_path: &str, before: Option<&[u8]>) -> Vec<String> {
     let mut out = Vec::new();
     let want_code = e.exit_code.unwrap_or(0);
     if obs.exit_code != want_code {

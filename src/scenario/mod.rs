@@ -121,15 +121,22 @@ pub fn run(opts: &TestOptions) -> i32 {
             return crate::cli::EXIT_USAGE;
         }
     };
-    let failed = report(opts, &loaded, &indices, &results, &cfg.work);
+    let (failed, pending) = report(opts, &loaded, &indices, &results, &cfg.work);
     println!(
-        "{} scenario(s): {} passed, {} failed, {} did not parse ({:.1} s)",
+        "{} scenario(s): {} passed, {} failed, {} pending, {} did not parse ({:.1} s)",
         loaded.files.len(),
-        indices.len() - failed,
+        indices.len() - failed - pending,
         failed,
+        pending,
         loaded.errors.len(),
         started.elapsed().as_secs_f64()
     );
+    // Only scenarios that pass verify anything: pending ones count for neither
+    // coverage nor mutation.
+    let results: Vec<ScenarioResult> = results
+        .into_iter()
+        .filter(|r| verdict(&loaded, r.index, Some(r)) == Verdict::Passed)
+        .collect();
     let mut code = if !loaded.errors.is_empty() {
         crate::cli::EXIT_USAGE
     } else if failed > 0 {
@@ -175,35 +182,77 @@ pub fn run(opts: &TestOptions) -> i32 {
     code
 }
 
-/// Prints failures (and passes with `--verbose`); returns the number of failed scenarios.
+/// How a scenario ended, pending markers taken into account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Passed.
+    Passed,
+    /// Failed.
+    Failed,
+    /// Marked `pending` and failed as expected.
+    Pending,
+    /// Marked `pending` but passed: the marker must go.
+    UnexpectedPass,
+}
+
+/// The verdict of scenario `i`.
+pub fn verdict(loaded: &runner::Loaded, i: usize, result: Option<&ScenarioResult>) -> Verdict {
+    let pending = loaded.scenarios[i]
+        .as_ref()
+        .is_some_and(|s| s.file.pending.is_some());
+    match (result.map(|r| r.failures.is_empty()), pending) {
+        (Some(true), false) => Verdict::Passed,
+        (Some(true), true) => Verdict::UnexpectedPass,
+        (Some(false), true) => Verdict::Pending,
+        (Some(false), false) | (None, _) => Verdict::Failed,
+    }
+}
+
+/// Prints failures (and passes with `--verbose`); returns `(failed, pending)`.
 fn report(
     opts: &TestOptions,
     loaded: &runner::Loaded,
     indices: &[usize],
     results: &[ScenarioResult],
     work: &Path,
-) -> usize {
-    let mut failed = 0;
+) -> (usize, usize) {
+    let (mut failed, mut pending) = (0, 0);
     for i in indices {
         let file = loaded.files[*i].display();
-        let name = loaded.scenarios[*i]
-            .as_ref()
-            .map(|s| s.file.name.clone())
+        let scenario = loaded.scenarios[*i].as_ref();
+        let name = scenario.map(|s| s.file.name.clone()).unwrap_or_default();
+        let why = scenario
+            .and_then(|s| s.file.pending.clone())
             .unwrap_or_default();
-        match results.iter().find(|r| r.index == *i) {
-            None => {
-                failed += 1;
-                println!("FAIL {file} — {name}\n  did not run (its child process stopped earlier)");
-            }
-            Some(r) if r.failures.is_empty() => {
+        let result = results.iter().find(|r| r.index == *i);
+        let failures = result.map(|r| r.failures.clone()).unwrap_or_else(|| {
+            vec!["did not run (its child process stopped earlier)".to_string()]
+        });
+        match verdict(loaded, *i, result) {
+            Verdict::Passed => {
                 if opts.verbose {
                     println!("ok   {file} — {name}");
                 }
             }
-            Some(r) => {
+            Verdict::Pending => {
+                pending += 1;
+                println!("PENDING {file} — {name}\n  pending: {why}");
+                if opts.verbose {
+                    for f in &failures {
+                        println!("  {f}");
+                    }
+                }
+            }
+            Verdict::UnexpectedPass => {
+                failed += 1;
+                println!(
+                    "FAIL {file} — {name}\n  marked pending ({why}) but passes: remove the `pending` marker"
+                );
+            }
+            Verdict::Failed => {
                 failed += 1;
                 println!("FAIL {file} — {name}");
-                for f in &r.failures {
+                for f in &failures {
                     println!("  {f}");
                 }
                 if opts.keep {
@@ -212,7 +261,7 @@ fn report(
             }
         }
     }
-    failed
+    (failed, pending)
 }
 
 /// Runs every guard mutant; prints the outcome; returns the number of survivors.

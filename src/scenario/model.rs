@@ -42,6 +42,9 @@ pub struct ScenarioFile {
     /// `expect:` what must hold afterwards.
     #[serde(default)]
     pub expect: Expect,
+    /// `pending:` why the machine does not meet this (contract) scenario yet; it is
+    /// expected to fail, and passing is reported so the marker gets removed.
+    pub pending: Option<String>,
 }
 
 /// `given:` the project directory before the run.
