@@ -45,6 +45,7 @@ pub fn check(source: &TableSource) -> Vec<Finding> {
     let mut c = Checker {
         source,
         findings: Vec::new(),
+        graph_holes: false,
     };
     if let Err(errors) = Machine::from_source(source.clone()) {
         for e in &errors.0 {
@@ -52,13 +53,30 @@ pub fn check(source: &TableSource) -> Vec<Finding> {
             if raw.is_some() && REFERENCE_ERRORS.iter().any(|p| e.contains(p)) {
                 continue;
             }
+            // Names defined in a file that does not parse are consequences, not problems.
+            if CASCADES
+                .iter()
+                .any(|(file, p)| e.contains(p) && !parses(source, file))
+            {
+                continue;
+            }
             c.load_error(e);
         }
     }
     if let Some(m) = &raw {
         c.references(m);
+        // A graph with holes (a table that does not parse, a reference to nothing) would
+        // only report the consequences of those holes; the holes are reported already.
         c.dispatch(m);
-        c.reachability(m);
+        let complete = m.unparsed.is_empty()
+            && !c.graph_holes
+            && !c
+                .findings
+                .iter()
+                .any(|f| matches!(f.kind, "no-agent" | "no-phase"));
+        if complete {
+            c.reachability(m);
+        }
         c.rules(m);
         c.policy(m);
     }
@@ -75,6 +93,19 @@ const REFERENCE_ERRORS: &[&str] = &[
     "has no phase `",
     "next: unknown state `",
 ];
+
+/// Loader errors that only follow from another table not parsing: `(table, fragment)`.
+const CASCADES: &[(&str, &str)] = &[
+    ("policy.yaml", "unknown directive template `"),
+    ("fragments.yaml", "unknown fragment `"),
+];
+
+/// True when `rel` is absent or parses as YAML.
+fn parses(source: &TableSource, rel: &str) -> bool {
+    source
+        .get(rel)
+        .is_none_or(|text| serde_yaml::from_str::<serde_yaml::Value>(text).is_ok())
+}
 
 /// One step of a line search: a mapping key, or a `field: value` pair.
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +167,8 @@ fn locate(text: &str, anchors: &[Anchor]) -> usize {
 struct Checker<'a> {
     source: &'a TableSource,
     findings: Vec<Finding>,
+    /// A state, agent or phase the transitions need is missing.
+    graph_holes: bool,
 }
 
 /// Where a rule is written: its file and the anchors leading to it.
@@ -259,6 +292,14 @@ impl<'a> Checker<'a> {
 
     /// Unknown states, agents, phases and actions the tables name.
     fn references(&mut self, m: &RawMachine) {
+        let before = self.findings.len();
+        self.graph_references(m);
+        self.graph_holes = self.findings.len() > before;
+        self.other_references(m);
+    }
+
+    /// References the transitions are made of: initial, agents, phases, targets.
+    fn graph_references(&mut self, m: &RawMachine) {
         let states = &m.states.states;
         let agent_names: Vec<String> = m.agents.iter().map(|a| a.table.agent.clone()).collect();
         if !states.contains_key(&m.states.initial) {
@@ -282,18 +323,24 @@ impl<'a> Checker<'a> {
                 // An agent file that does not parse is reported by the loader.
                 None if !m.unparsed.iter().any(|f| f.starts_with("agents/")) => self.push(
                     "states.yaml",
-                    &[Anchor::Key("states"), Anchor::Key(name), Anchor::Key("agent")],
+                    &[
+                        Anchor::Key("states"),
+                        Anchor::Key(name),
+                        Anchor::Key("agent"),
+                    ],
                     "unknown-reference",
                     format!(
                         "state `{name}` is governed by unknown agent `{agent_name}`{}",
                         suggest(agent_name, agent_names.iter())
                     ),
-                    format!("use an agent defined under agents/ ({})", agent_names.join(", ")),
+                    format!(
+                        "use an agent defined under agents/ ({})",
+                        agent_names.join(", ")
+                    ),
                 ),
                 None => {}
                 Some(agent) => {
-                    let phases: Vec<String> =
-                        agent.phases.iter().map(|p| p.name.clone()).collect();
+                    let phases: Vec<String> = agent.phases.iter().map(|p| p.name.clone()).collect();
                     for choice in &def.phases {
                         if agent.phase(&choice.phase).is_none() {
                             self.push(
@@ -370,7 +417,14 @@ impl<'a> Checker<'a> {
                 "add the orchestrator's agent table or fix the name".into(),
             );
         }
-        for (name, def) in states {
+    }
+
+    /// References that do not shape the graph: cleanup actions.
+    fn other_references(&mut self, m: &RawMachine) {
+        let Some(policy) = &m.policy else {
+            return;
+        };
+        for (name, def) in &m.states.states {
             for action in &def.cleanup {
                 if !policy.directives.contains_key(action) {
                     self.push(
@@ -444,14 +498,17 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        let gate = m.policy.as_ref().map(|p| p.orchestrator.agent.as_str());
+        // Without a policy the orchestrator's own agent is unknown.
+        let Some(gate) = m.policy.as_ref().map(|p| p.orchestrator.agent.as_str()) else {
+            return;
+        };
         let reached: HashSet<(&str, &str)> = m
             .dispatch()
             .into_iter()
             .map(|(_, a, p)| (a.table.agent.as_str(), p.name.as_str()))
             .collect();
         for agent in &m.agents {
-            if Some(agent.table.agent.as_str()) == gate {
+            if agent.table.agent == gate {
                 continue;
             }
             for phase in &agent.phases {
@@ -488,9 +545,13 @@ impl<'a> Checker<'a> {
                 if m.is_terminal(&from) {
                     continue;
                 }
-                all.entry(from.clone())
-                    .or_default()
-                    .extend(targets.iter().cloned());
+                // A computed target (a resume) returns to a state the machine was in
+                // before, so it never makes a state reachable on its own.
+                if t.kind != TransitionKind::Computed {
+                    all.entry(from.clone())
+                        .or_default()
+                        .extend(targets.iter().cloned());
+                }
                 if matches!(t.kind, TransitionKind::Rule | TransitionKind::Computed) {
                     progress
                         .entry(from)
@@ -558,7 +619,10 @@ impl<'a> Checker<'a> {
                         self.directives(agent, &phase.name, rule, policy);
                         self.launches(agent, &phase.name, rule, policy);
                     }
-                    self.cleanup(m, agent, &phase.name, rule);
+                    // Without a policy, directive templates (and so cleanup) cannot be resolved.
+                    if policy.is_some() {
+                        self.cleanup(m, agent, &phase.name, rule);
+                    }
                 }
             }
         }
@@ -574,7 +638,9 @@ impl<'a> Checker<'a> {
             let mut shadow: Option<(&FlatRule, &'static str)> = None;
             for earlier in items[..i].iter().rev() {
                 match earlier {
-                    FlatItem::Bind { names, .. } => rebound.extend(names.iter().map(String::as_str)),
+                    FlatItem::Bind { names, .. } => {
+                        rebound.extend(names.iter().map(String::as_str))
+                    }
                     FlatItem::Rule(e) => {
                         if e.always_fires() {
                             shadow = Some((e, "has no guard (or `true`), so it always fires"));
@@ -958,11 +1024,12 @@ fn explicit_line(rel: &str, rest: &str) -> Option<usize> {
 
 /// The kind and fix hint of a loader error.
 fn load_hint(msg: &str) -> (&'static str, String) {
-    let hint = if msg.contains("guard does not compile") && msg.contains("Variable not found") {
+    let unbound = msg.contains("Undefined variable") || msg.contains("Variable not found");
+    let hint = if msg.contains("guard does not compile") && unbound {
         "bind the name in an earlier `let:` step or fix its spelling; a guard sees only `args`, `now`, `vars` and names bound before it"
     } else if msg.contains("guard does not compile") {
         "fix the rhai expression of the guard"
-    } else if msg.contains("Variable not found") {
+    } else if unbound {
         "bind the name in an earlier `let:` step or fix its spelling"
     } else if msg.contains("unknown fragment") {
         "define the fragment in fragments.yaml or fix the name after `use:`"
@@ -974,6 +1041,10 @@ fn load_hint(msg: &str) -> (&'static str, String) {
         "give each agent table its own `agent:` name"
     } else if msg.contains("unknown field") || msg.contains("missing field") {
         "use only the keys the table format defines (references/table-format.md)"
+    } else if msg.contains("invalid type") || msg.contains("invalid value") {
+        "give the key a value of the type the table format expects"
+    } else if msg.contains(" at line ") && msg.contains(" column ") {
+        "fix the YAML syntax there; quote a value that starts with `!`, `&`, `*` or `%` or contains `: `"
     } else {
         "fix the table so that it loads"
     };

@@ -218,7 +218,10 @@ fn states(d: &mut Diff, old: &RawMachine, new: &RawMachine) {
             d.add_values(
                 "state-added",
                 name,
-                format!("added ({}, {agent})", to_json(&n.kind).as_str().unwrap_or("")),
+                format!(
+                    "added ({}, {agent})",
+                    to_json(&n.kind).as_str().unwrap_or("")
+                ),
                 Value::Null,
                 to_json(n),
             );
@@ -298,10 +301,7 @@ fn agent(d: &mut Diff, o: &RawAgent, n: &RawAgent) {
             d.add("phase-removed", label, "removed");
             continue;
         };
-        let (od, nd) = (
-            o.table.phases.get(&op.name),
-            n.table.phases.get(&op.name),
-        );
+        let (od, nd) = (o.table.phases.get(&op.name), n.table.phases.get(&op.name));
         if let (Some(od), Some(nd)) = (od, nd) {
             for (field, ov, nv) in [
                 ("description", json!(od.description), json!(nd.description)),
@@ -504,7 +504,11 @@ fn changed_keys(o: &Value, n: &Value) -> String {
 fn policy(d: &mut Diff, old: &RawMachine, new: &RawMachine) {
     let (Some(o), Some(n)) = (&old.policy, &new.policy) else {
         if old.policy.is_some() != new.policy.is_some() {
-            d.add("policy-changed", "policy.yaml", "policy.yaml does not parse on one side");
+            d.add(
+                "policy-changed",
+                "policy.yaml",
+                "policy.yaml does not parse on one side",
+            );
         }
         return;
     };
@@ -595,8 +599,16 @@ fn policy(d: &mut Diff, old: &RawMachine, new: &RawMachine) {
             json!(n.handoff_schema_version),
         ),
         ("legacy_keys", json!(o.legacy_keys), json!(n.legacy_keys)),
-        ("confinement", to_json(&o.confinement), to_json(&n.confinement)),
-        ("orchestrator", to_json(&o.orchestrator), to_json(&n.orchestrator)),
+        (
+            "confinement",
+            to_json(&o.confinement),
+            to_json(&n.confinement),
+        ),
+        (
+            "orchestrator",
+            to_json(&o.orchestrator),
+            to_json(&n.orchestrator),
+        ),
     ] {
         if ov != nv {
             d.add_values(
@@ -612,10 +624,10 @@ fn policy(d: &mut Diff, old: &RawMachine, new: &RawMachine) {
 
 /// The parsed value of a YAML file, or its text with line ends and trailing blanks normalised.
 fn file_meaning(rel: &str, text: &str) -> Value {
-    if rel.ends_with(".yaml") {
-        if let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(text) {
-            return to_json(&v);
-        }
+    if rel.ends_with(".yaml")
+        && let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(text)
+    {
+        return to_json(&v);
     }
     let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
     json!(lines.join("\n").trim_end())
@@ -624,7 +636,8 @@ fn file_meaning(rel: &str, text: &str) -> Value {
 /// Files the other comparisons do not cover: vars, schemas, script library, text templates.
 fn files(d: &mut Diff, old: &RawMachine, new: &RawMachine) {
     let covered = |rel: &str| {
-        matches!(rel, "states.yaml" | "policy.yaml" | "fragments.yaml") || rel.starts_with("agents/")
+        matches!(rel, "states.yaml" | "policy.yaml" | "fragments.yaml")
+            || rel.starts_with("agents/")
     };
     let (of, nf) = (old.source.files(), new.source.files());
     let rels: BTreeSet<&String> = of.keys().chain(nf.keys()).filter(|r| !covered(r)).collect();

@@ -147,8 +147,7 @@ fn effects_cell(m: &RawMachine, rule: &FlatRule) -> String {
             DirectiveItem::Map(map) => map
                 .get("action")
                 .and_then(literal)
-                .unwrap_or("(computed)")
-                .to_string(),
+                .map_or_else(|| "(computed)".to_string(), cell),
             DirectiveItem::Computed(e) => format!("(computed: {})", code(e)),
             DirectiveItem::Invalid => "(invalid)".to_string(),
         })
@@ -163,8 +162,7 @@ fn effects_cell(m: &RawMachine, rule: &FlatRule) -> String {
             DirectiveItem::Map(map) => map
                 .get("worker_ref")
                 .and_then(literal)
-                .unwrap_or("(computed)")
-                .to_string(),
+                .map_or_else(|| "(computed)".to_string(), cell),
             DirectiveItem::Computed(e) => format!("(computed: {})", code(e)),
             DirectiveItem::Invalid => "(invalid)".to_string(),
         })
@@ -172,10 +170,25 @@ fn effects_cell(m: &RawMachine, rule: &FlatRule) -> String {
     if !launches.is_empty() {
         parts.push(format!("launches {}", launches.join(", ")));
     }
+    let writes: Vec<String> = rule
+        .write_items()
+        .iter()
+        .map(|w| match w {
+            DirectiveItem::Map(map) => match map.get("path") {
+                Some(serde_yaml::Value::String(p)) => code(p),
+                _ => "(computed)".to_string(),
+            },
+            DirectiveItem::Computed(e) => format!("(computed: {})", code(e)),
+            DirectiveItem::Invalid => "(invalid)".to_string(),
+        })
+        .collect();
+    if !writes.is_empty() {
+        parts.push(format!("writes {}", writes.join(", ")));
+    }
     if parts.is_empty() {
         "—".to_string()
     } else {
-        cell(&parts.join("; "))
+        parts.join("; ")
     }
 }
 
@@ -230,13 +243,25 @@ fn phase_rows(m: &RawMachine, from: &str, label: &str, items: &[FlatItem]) -> Ve
 }
 
 fn transitions(m: &RawMachine) -> Vec<String> {
-    let mut out = header(&["from", "phase", "rule", "when", "to", "directives / launches"]);
+    let mut out = header(&[
+        "from",
+        "phase",
+        "rule",
+        "when",
+        "to",
+        "directives / launches",
+    ]);
     let gate = m.orchestrator().map(|a| a.table.agent.clone());
     for (state, agent, phase) in m.dispatch() {
         if m.is_terminal(state) {
             continue;
         }
-        out.extend(phase_rows(m, state, &agent.label(&phase.name), &phase.items));
+        out.extend(phase_rows(
+            m,
+            state,
+            &agent.label(&phase.name),
+            &phase.items,
+        ));
     }
     let reached: Vec<(String, String)> = m
         .dispatch()
@@ -322,7 +347,11 @@ fn directives(m: &RawMachine) -> Vec<String> {
             code(action),
             or_dash(&required),
             cell(&d.executor),
-            or_dash(&details).replace(", ", "; "),
+            if details.is_empty() {
+                "—".to_string()
+            } else {
+                details.join("; ")
+            },
         ]));
     }
     out.push(String::new());
@@ -352,9 +381,9 @@ fn stop_conditions(m: &RawMachine) -> Vec<String> {
             })
             .collect();
         let ends = targets.iter().any(|t| m.is_terminal(t));
-        let loops = targets.iter().any(|t| {
-            !m.is_terminal(t) && pos(t).zip(pos(state)).is_some_and(|(a, b)| a < b)
-        });
+        let loops = targets
+            .iter()
+            .any(|t| !m.is_terminal(t) && pos(t).zip(pos(state)).is_some_and(|(a, b)| a < b));
         if !(running && ends && loops) {
             continue;
         }
@@ -399,9 +428,7 @@ pub fn find_regions(text: &str) -> Result<Vec<Region>, String> {
     let mut at = 0;
     while let Some(open) = text[at..].find(MARK_OPEN) {
         let start = at + open + MARK_OPEN.len();
-        let line_end = text[start..]
-            .find('\n')
-            .map_or(text.len(), |i| start + i);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
         let marker = &text[start..line_end];
         let line = text[..start].matches('\n').count() + 1;
         let Some(name) = marker.trim_end().strip_suffix(MARK_BEGIN) else {

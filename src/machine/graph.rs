@@ -154,6 +154,15 @@ impl FlatRule {
         }
     }
 
+    /// The `writes:` items of the rule.
+    pub fn write_items(&self) -> Vec<DirectiveItem> {
+        match &self.step.writes {
+            Yaml::Null => vec![],
+            Yaml::Sequence(items) => items.iter().map(item_kind).collect(),
+            other => vec![item_kind(other)],
+        }
+    }
+
     /// Literal actions of the rule's directives, in order; `None` entries are computed.
     pub fn actions(&self, policy: Option<&PolicyTable>) -> Vec<Option<String>> {
         self.directive_items(policy)
