@@ -15,7 +15,10 @@ const SIM: &[&str] = &["step", "--json", "--executor", "sim", "--simulate-worker
 
 fn run_in(dir: &Path, args: &[&str], failpoint: Option<usize>) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_metaopt"));
-    cmd.current_dir(dir).env("METAOPT_NOW", NOW).env_remove("METAOPT_MACHINE").args(args);
+    cmd.current_dir(dir)
+        .env("METAOPT_NOW", NOW)
+        .env_remove("METAOPT_MACHINE")
+        .args(args);
     if let Some(n) = failpoint {
         cmd.env("METAOPT_FAILPOINT", n.to_string());
     }
@@ -27,23 +30,58 @@ fn done(out: &std::process::Output) -> bool {
 }
 
 fn drive_to_end(dir: &Path) {
-    let out = run_in(dir, &["run", "--executor", "sim", "--simulate-workers", "--max-steps", "200"], None);
-    assert!(out.status.success(), "resume failed in {}: {}", dir.display(), text(&out));
+    let out = run_in(
+        dir,
+        &[
+            "run",
+            "--executor",
+            "sim",
+            "--simulate-workers",
+            "--max-steps",
+            "200",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "resume failed in {}: {}",
+        dir.display(),
+        text(&out)
+    );
 }
 
 /// Outcome facts that must not depend on where a crash happened.
 fn facts(dir: &Path) -> Value {
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(".ml-metaopt/state.json")).unwrap()).unwrap();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".ml-metaopt/state.json")).unwrap())
+            .unwrap();
     let ids: Vec<String> = ["current_proposals", "next_proposals"]
         .iter()
         .flat_map(|k| state[k].as_array().cloned().unwrap_or_default())
-        .chain(state["completed_iterations"].as_array().cloned().unwrap_or_default())
+        .chain(
+            state["completed_iterations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        )
         .filter_map(|p| p["proposal_id"].as_str().map(str::to_string))
         .collect();
     let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "a proposal id appears twice in {}", dir.display());
-    let iterations: Vec<u64> = state["completed_iterations"].as_array().unwrap().iter().map(|i| i["iteration"].as_u64().unwrap()).collect();
-    let sweeps = std::fs::read_dir(dir.join(".ml-metaopt/sim")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "a proposal id appears twice in {}",
+        dir.display()
+    );
+    let iterations: Vec<u64> = state["completed_iterations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["iteration"].as_u64().unwrap())
+        .collect();
+    let sweeps = std::fs::read_dir(dir.join(".ml-metaopt/sim"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     serde_json::json!({
         "machine_state": state["machine_state"],
         "iterations": iterations,
@@ -57,7 +95,10 @@ fn facts(dir: &Path) -> Value {
 
 #[test]
 fn a_crash_at_any_write_point_resumes_to_the_same_outcome() {
-    let p = Project::example_with(|s| s.replace("max_iterations: 20", "max_iterations: 1").replace("target_metric: 0.990", "target_metric: 5.0"));
+    let p = Project::example_with(|s| {
+        s.replace("max_iterations: 20", "max_iterations: 1")
+            .replace("target_metric: 0.990", "target_metric: 5.0")
+    });
     let root = tempfile::tempdir().unwrap();
     // Reference run, keeping a copy of the project before every step.
     let mut before_steps = Vec::new();
@@ -75,7 +116,10 @@ fn a_crash_at_any_write_point_resumes_to_the_same_outcome() {
     assert_eq!(reference["machine_state"], "COMPLETE");
 
     let jobs: Vec<(usize, std::path::PathBuf)> = before_steps.into_iter().enumerate().collect();
-    let chunks: Vec<Vec<(usize, std::path::PathBuf)>> = jobs.chunks(jobs.len().div_ceil(2)).map(|c| c.to_vec()).collect();
+    let chunks: Vec<Vec<(usize, std::path::PathBuf)>> = jobs
+        .chunks(jobs.len().div_ceil(2))
+        .map(|c| c.to_vec())
+        .collect();
     let root_path = root.path().to_path_buf();
     let handles: Vec<_> = chunks
         .into_iter()
@@ -92,13 +136,26 @@ fn a_crash_at_any_write_point_resumes_to_the_same_outcome() {
                         if out.status.code() == Some(0) {
                             break; // this step has fewer write points
                         }
-                        assert_eq!(out.status.code(), Some(86), "step {k} point {point}: {}", text(&out));
+                        assert_eq!(
+                            out.status.code(),
+                            Some(86),
+                            "step {k} point {point}: {}",
+                            text(&out)
+                        );
                         crashes += 1;
                         // The state is the pre-step or the post-step state, never torn.
                         let status = run_in(&work, &["status", "--json"], None);
-                        assert!(status.status.success(), "step {k} point {point}: state unreadable: {}", text(&status));
+                        assert!(
+                            status.status.success(),
+                            "step {k} point {point}: state unreadable: {}",
+                            text(&status)
+                        );
                         drive_to_end(&work);
-                        assert_eq!(facts(&work), reference, "step {k}, crash at write point {point}");
+                        assert_eq!(
+                            facts(&work),
+                            reference,
+                            "step {k}, crash at write point {point}"
+                        );
                         let _ = std::fs::remove_dir_all(&work);
                     }
                 }
@@ -106,7 +163,10 @@ fn a_crash_at_any_write_point_resumes_to_the_same_outcome() {
             })
         })
         .collect();
-    let crashes: usize = handles.into_iter().map(|h| h.join().expect("worker thread")).sum();
+    let crashes: usize = handles
+        .into_iter()
+        .map(|h| h.join().expect("worker thread"))
+        .sum();
     assert!(crashes > 50, "only {crashes} write points were crashed");
     eprintln!("crashed and resumed {crashes} write points");
 }

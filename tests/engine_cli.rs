@@ -4,12 +4,18 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-const EXAMPLE_HASH: &str = "sha256:76d87a271abe95ba765ac749237a1383dd4c75956671de88f15bba9cca13bc81";
+const EXAMPLE_HASH: &str =
+    "sha256:76d87a271abe95ba765ac749237a1383dd4c75956671de88f15bba9cca13bc81";
 
 #[test]
 fn example_campaign_hashes_to_the_contract_value() {
     let p = Project::example();
-    let h = p.run_json(&["agent", "metaopt-load-campaign", "--output", ".ml-metaopt/handoffs/load.json"]);
+    let h = p.run_json(&[
+        "agent",
+        "metaopt-load-campaign",
+        "--output",
+        ".ml-metaopt/handoffs/load.json",
+    ]);
     assert_eq!(h["campaign_identity_hash"], EXAMPLE_HASH);
     assert_eq!(h["campaign_valid"], true);
     assert_eq!(h["recommended_next_machine_state"], "HYDRATE_STATE");
@@ -27,15 +33,24 @@ fn non_ascii_names_hash_like_python_json_dumps() {
     let p = Project::empty();
     p.write(
         "ml_metaopt_campaign.yaml",
-        &example_campaign().replace("name: gnn-mnist-optimization", "name: \"gnn-mnist-optimización-🚀\""),
+        &example_campaign().replace(
+            "name: gnn-mnist-optimization",
+            "name: \"gnn-mnist-optimización-🚀\"",
+        ),
     );
     let h = p.run_json(&["agent", "metaopt-load-campaign"]);
-    assert_eq!(h["campaign_identity_hash"], "sha256:675dbe385f0a3ca0e1c85144d530bf1509c986c2014e9777f96150f818cf011f");
+    assert_eq!(
+        h["campaign_identity_hash"],
+        "sha256:675dbe385f0a3ca0e1c85144d530bf1509c986c2014e9777f96150f818cf011f"
+    );
 }
 
 #[test]
 fn edits_outside_identity_keep_the_hash() {
-    let p = Project::example_with(|s| s.replace("max_budget_usd: 10", "max_budget_usd: 20").replace("current_target: 5", "current_target: 2"));
+    let p = Project::example_with(|s| {
+        s.replace("max_budget_usd: 10", "max_budget_usd: 20")
+            .replace("current_target: 5", "current_target: 2")
+    });
     let h = p.run_json(&["agent", "metaopt-load-campaign"]);
     assert_eq!(h["campaign_identity_hash"], EXAMPLE_HASH);
 }
@@ -73,7 +88,11 @@ fn validate_names_empty_missing_and_unparsable_files() {
     let p = Project::empty();
     p.write("empty.yaml", "  \n");
     p.write("broken.yaml", "campaign: [unclosed\n");
-    for (file, needle) in [("empty.yaml", "campaign file is empty"), ("nope.yaml", "campaign file not found"), ("broken.yaml", "invalid yaml")] {
+    for (file, needle) in [
+        ("empty.yaml", "campaign file is empty"),
+        ("nope.yaml", "campaign file not found"),
+        ("broken.yaml", "invalid yaml"),
+    ] {
         let out = p.run(&["validate", file]);
         assert_eq!(out.status.code(), Some(1), "{file}");
         assert!(text(&out).contains(needle), "{file}: {}", text(&out));
@@ -82,29 +101,53 @@ fn validate_names_empty_missing_and_unparsable_files() {
 
 #[test]
 fn invalid_campaign_blocks_load_with_every_issue() {
-    let p = Project::example_with(|s| s.replace("direction: maximize", "direction: sideways").replace("repo: git@github.com:my-org/dg_image.git", "repo: <your repo>"));
+    let p = Project::example_with(|s| {
+        s.replace("direction: maximize", "direction: sideways")
+            .replace(
+                "repo: git@github.com:my-org/dg_image.git",
+                "repo: <your repo>",
+            )
+    });
     let h = p.run_json(&["agent", "metaopt-load-campaign"]);
     assert_eq!(h["campaign_valid"], false);
     assert_eq!(h["recommended_next_machine_state"], "BLOCKED_CONFIG");
     assert_eq!(h["recovery_action"], "repair ml_metaopt_campaign.yaml");
     assert_eq!(h["validation_issues"].as_array().map(Vec::len), Some(2));
     assert_eq!(h["preflight_readiness"]["status"], "not_evaluated");
-    let actions: Vec<&str> = h["directives"].as_array().unwrap().iter().filter_map(|d| d["action"].as_str()).collect();
+    let actions: Vec<&str> = h["directives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["action"].as_str())
+        .collect();
     assert_eq!(actions, ["remove_agents_hook", "emit_final_report"]);
 }
 
 fn hydrate(p: &Project) -> Value {
-    p.run_json(&["agent", "metaopt-load-campaign", "--output", ".ml-metaopt/handoffs/load_campaign.latest.json"]);
+    p.run_json(&[
+        "agent",
+        "metaopt-load-campaign",
+        "--output",
+        ".ml-metaopt/handoffs/load_campaign.latest.json",
+    ]);
     p.run_json(&["agent", "metaopt-hydrate-state", "--apply-state"])
 }
 
 #[test]
 fn hydrate_fresh_writes_state_and_hook_only_with_apply_state() {
     let p = Project::example();
-    p.run_json(&["agent", "metaopt-load-campaign", "--output", ".ml-metaopt/handoffs/load_campaign.latest.json"]);
+    p.run_json(&[
+        "agent",
+        "metaopt-load-campaign",
+        "--output",
+        ".ml-metaopt/handoffs/load_campaign.latest.json",
+    ]);
     let dry = p.run_json(&["agent", "metaopt-hydrate-state"]);
     assert_eq!(dry["resume_mode"], "fresh");
-    assert!(!p.path(".ml-metaopt/state.json").exists(), "no --apply-state: no state written");
+    assert!(
+        !p.path(".ml-metaopt/state.json").exists(),
+        "no --apply-state: no state written"
+    );
     assert_eq!(dry["agents_hook_action"], "created");
     let h = p.run_json(&["agent", "metaopt-hydrate-state", "--apply-state"]);
     assert_eq!(h["recommended_next_machine_state"], "IDEATE");
@@ -112,41 +155,70 @@ fn hydrate_fresh_writes_state_and_hook_only_with_apply_state() {
     let s = p.state();
     assert_eq!(s["machine_state"], "IDEATE");
     assert_eq!(s["status"], "RUNNING");
-    assert_eq!(s["proposal_cycle"], json!({"cycle_id": "iter-1-cycle-1", "current_pool_frozen": false}));
+    assert_eq!(
+        s["proposal_cycle"],
+        json!({"cycle_id": "iter-1-cycle-1", "current_pool_frozen": false})
+    );
     assert_eq!(s["campaign_started_at"], NOW);
-    assert!(p.read("AGENTS.md").contains("<!-- ml-metaoptimization:begin -->"));
+    assert!(
+        p.read("AGENTS.md")
+            .contains("<!-- ml-metaoptimization:begin -->")
+    );
 }
 
 #[test]
 fn hydrate_preserves_a_mismatched_state_byte_for_byte() {
     let p = Project::example();
-    let fixture = std::fs::read_to_string(repo().join("tests/fixtures/state/running.json")).unwrap();
+    let fixture =
+        std::fs::read_to_string(repo().join("tests/fixtures/state/running.json")).unwrap();
     p.write(".ml-metaopt/state.json", &fixture);
     p.write("AGENTS.md", "# mine\n");
     let h = hydrate(&p);
     assert_eq!(h["recommended_next_machine_state"], "BLOCKED_CONFIG");
-    assert_eq!(h["recovery_action"], "archive or remove the stale state before starting a new campaign");
+    assert_eq!(
+        h["recovery_action"],
+        "archive or remove the stale state before starting a new campaign"
+    );
     assert_eq!(p.read(".ml-metaopt/state.json"), fixture);
     assert_eq!(p.read("AGENTS.md"), "# mine\n");
 }
 
 #[test]
 fn invalid_state_fixtures_are_runtime_errors_and_untouched() {
-    for fixture in ["invalid-status-pair.json", "invalid-missing-proposal-cycle.json"] {
+    for fixture in [
+        "invalid-status-pair.json",
+        "invalid-missing-proposal-cycle.json",
+    ] {
         let p = Project::example();
-        let text_before = std::fs::read_to_string(repo().join("tests/fixtures/state").join(fixture)).unwrap();
+        let text_before =
+            std::fs::read_to_string(repo().join("tests/fixtures/state").join(fixture)).unwrap();
         p.write(".ml-metaopt/state.json", &text_before);
         let h = hydrate(&p);
-        assert_eq!(h["recommended_next_machine_state"], Value::Null, "{fixture}");
+        assert_eq!(
+            h["recommended_next_machine_state"],
+            Value::Null,
+            "{fixture}"
+        );
         assert_eq!(h["state_patch"], Value::Null);
-        assert_eq!(h["recovery_action"], "repair or replace .ml-metaopt/state.json");
+        assert_eq!(
+            h["recovery_action"],
+            "repair or replace .ml-metaopt/state.json"
+        );
         let summary = h["summary"].as_str().unwrap();
-        let field = if fixture.contains("status") { "status" } else { "proposal_cycle" };
+        let field = if fixture.contains("status") {
+            "status"
+        } else {
+            "proposal_cycle"
+        };
         assert!(summary.contains(field), "{fixture}: {summary}");
         assert_eq!(p.read(".ml-metaopt/state.json"), text_before);
         let step = p.run(&["step"]);
         assert_eq!(step.status.code(), Some(1), "step rejects {fixture}");
-        assert!(text(&step).contains(".ml-metaopt/state.json"), "{}", text(&step));
+        assert!(
+            text(&step).contains(".ml-metaopt/state.json"),
+            "{}",
+            text(&step)
+        );
         assert_eq!(p.read(".ml-metaopt/state.json"), text_before);
     }
 }
@@ -154,7 +226,10 @@ fn invalid_state_fixtures_are_runtime_errors_and_untouched() {
 #[test]
 fn crash_recovery_polls_the_existing_sweep() {
     let p = Project::example();
-    let mut s: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/state/running.json")).unwrap()).unwrap();
+    let mut s: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/fixtures/state/running.json")).unwrap(),
+    )
+    .unwrap();
     s["campaign_identity_hash"] = json!(EXAMPLE_HASH);
     p.write_json(".ml-metaopt/state.json", &s);
     let h = hydrate(&p);
@@ -162,17 +237,34 @@ fn crash_recovery_polls_the_existing_sweep() {
     let d = &h["directives"][0];
     assert_eq!(d["action"], "poll_sweep");
     assert_eq!(d["sweep_id"], "wandb-sweep-abc123");
-    assert_eq!(d["result_file"], ".ml-metaopt/executor-events/poll-sweep-iter-2.json");
-    assert!(h["directives"].as_array().unwrap().iter().all(|d| d["action"] != "launch_sweep"));
+    assert_eq!(
+        d["result_file"],
+        ".ml-metaopt/executor-events/poll-sweep-iter-2.json"
+    );
+    assert!(
+        h["directives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["action"] != "launch_sweep")
+    );
 }
 
 #[test]
 fn missing_load_handoff_is_a_runtime_error() {
     let p = Project::example();
-    let out = p.run(&["agent", "metaopt-background-control", "--mode", "plan_background_work"]);
+    let out = p.run(&[
+        "agent",
+        "metaopt-background-control",
+        "--mode",
+        "plan_background_work",
+    ]);
     assert!(out.status.success());
     let h: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(h["recovery_action"], "repair or replace load_campaign.latest.json");
+    assert_eq!(
+        h["recovery_action"],
+        "repair or replace load_campaign.latest.json"
+    );
     assert!(h["summary"].as_str().unwrap().contains("missing"));
 }
 
@@ -181,7 +273,11 @@ fn unknown_agent_or_mode_is_a_usage_error() {
     let p = Project::example();
     let out = p.run(&["agent", "metaopt-background-controll", "--mode", "x"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("did you mean `metaopt-background-control`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("did you mean `metaopt-background-control`"),
+        "{}",
+        text(&out)
+    );
     let out = p.run(&["agent", "metaopt-background-control"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("needs --mode"));
@@ -193,11 +289,19 @@ fn edited_tables_change_behaviour_without_rebuilding() {
     let out = p.run(&["validate"]);
     assert_eq!(out.status.code(), Some(1));
     let m = p.own_machine();
-    edit_file(&m.join("schemas/campaign.yaml"), "min: 1, max: 16", "min: 1, max: 32");
+    edit_file(
+        &m.join("schemas/campaign.yaml"),
+        "min: 1, max: 16",
+        "min: 1, max: 32",
+    );
     let out = p.run(&["validate"]);
     assert!(out.status.success(), "{}", text(&out));
     // Retarget a transition: a fresh campaign starts in WAIT_FOR_PROPOSALS.
-    edit_file(&m.join("agents/hydrate-state.yaml"), "- name: fresh-campaign\n        when: \"!state_file.exists\"\n        next: IDEATE", "- name: fresh-campaign\n        when: \"!state_file.exists\"\n        next: WAIT_FOR_PROPOSALS");
+    edit_file(
+        &m.join("agents/hydrate-state.yaml"),
+        "- name: fresh-campaign\n        when: \"!state_file.exists\"\n        next: IDEATE",
+        "- name: fresh-campaign\n        when: \"!state_file.exists\"\n        next: WAIT_FOR_PROPOSALS",
+    );
     p.ready_preflight();
     let turn = p.step(&[]);
     assert_eq!(turn["machine_state"], "WAIT_FOR_PROPOSALS");
@@ -207,26 +311,50 @@ fn edited_tables_change_behaviour_without_rebuilding() {
 fn broken_tables_are_reported_with_their_file() {
     let mut p = Project::example();
     let m = p.own_machine();
-    edit_file(&m.join("agents/select-design.yaml"), "next: LOCAL_SANITY", "next: LOCAL_SANITYY");
-    edit_file(&m.join("agents/background-control.yaml"), "when: pool_size >= target", "when: pool_size >= targt");
+    edit_file(
+        &m.join("agents/select-design.yaml"),
+        "next: LOCAL_SANITY",
+        "next: LOCAL_SANITYY",
+    );
+    edit_file(
+        &m.join("agents/background-control.yaml"),
+        "when: pool_size >= target",
+        "when: pool_size >= targt",
+    );
     let out = p.run(&["agent", "metaopt-load-campaign"]);
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
-    assert!(t.contains("select-design.yaml") && t.contains("unknown state `LOCAL_SANITYY`") && t.contains("did you mean `LOCAL_SANITY`"), "{t}");
-    assert!(t.contains("background-control.yaml") && t.contains("targt"), "{t}");
+    assert!(
+        t.contains("select-design.yaml")
+            && t.contains("unknown state `LOCAL_SANITYY`")
+            && t.contains("did you mean `LOCAL_SANITY`"),
+        "{t}"
+    );
+    assert!(
+        t.contains("background-control.yaml") && t.contains("targt"),
+        "{t}"
+    );
 }
 
 #[test]
 fn runaway_guard_is_stopped_by_the_sandbox() {
     let mut p = Project::example();
     let m = p.own_machine();
-    edit_file(&m.join("agents/background-control.yaml"), "when: pool_size >= target", "when: \"{ let i = 0; loop { i += 1; } }\"");
+    edit_file(
+        &m.join("agents/background-control.yaml"),
+        "when: pool_size >= target",
+        "when: \"{ let i = 0; loop { i += 1; } }\"",
+    );
     p.step(&[]);
     let before = p.read(".ml-metaopt/state.json");
     let started = std::time::Instant::now();
     let turn = p.step(&[]);
     assert!(started.elapsed().as_secs() < 20);
-    let summary = turn["phases"][1]["summary"].as_str().unwrap_or_default().to_string() + turn["phases"][0]["summary"].as_str().unwrap_or_default();
+    let summary = turn["phases"][1]["summary"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+        + turn["phases"][0]["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("operation limit"), "{turn}");
     assert_eq!(p.read(".ml-metaopt/state.json"), before, "state untouched");
 }

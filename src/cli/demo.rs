@@ -92,7 +92,8 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
     };
     crate::say!(
         "\nfinished after {steps} step(s): {} ({})",
-        last.machine_state, last.status
+        last.machine_state,
+        last.status
     );
     let report_path = machine
         .policy

@@ -28,7 +28,10 @@ pub fn run(machine_dir: Option<&Path>, args: PreflightArgs) -> i32 {
     let campaign = match std::fs::canonicalize(&args.campaign) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {}: campaign file not readable: {e}", args.campaign.display());
+            eprintln!(
+                "error: {}: campaign file not readable: {e}",
+                args.campaign.display()
+            );
             return super::EXIT_USAGE;
         }
     };
@@ -43,11 +46,19 @@ pub fn run(machine_dir: Option<&Path>, args: PreflightArgs) -> i32 {
         }
         Ok((path, artifact)) => {
             if args.json {
-                crate::say!("{}", serde_json::to_string_pretty(&artifact).unwrap_or_default());
+                crate::say!(
+                    "{}",
+                    serde_json::to_string_pretty(&artifact).unwrap_or_default()
+                );
             } else {
                 crate::say!("{path}: {}", artifact["status"].as_str().unwrap_or("?"));
                 for f in artifact["failures"].as_array().into_iter().flatten() {
-                    crate::say!("  {}: {} — {}", f["check"].as_str().unwrap_or(""), f["message"].as_str().unwrap_or(""), f["remediation"].as_str().unwrap_or(""));
+                    crate::say!(
+                        "  {}: {} — {}",
+                        f["check"].as_str().unwrap_or(""),
+                        f["message"].as_str().unwrap_or(""),
+                        f["remediation"].as_str().unwrap_or("")
+                    );
                 }
             }
             if artifact["status"] == "READY" { 0 } else { 1 }

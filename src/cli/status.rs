@@ -142,7 +142,8 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
     }
     crate::say!(
         "pools      current {} / next {}",
-        summary["current_proposals"], summary["next_proposals"]
+        summary["current_proposals"],
+        summary["next_proposals"]
     );
     crate::say!("workers    {} pending", pending.len());
     crate::say!(

@@ -64,8 +64,12 @@ impl Sandbox {
         let budget = Rc::new(std::cell::Cell::new(limits::MAX_OPERATIONS));
         let watched = budget.clone();
         engine.on_progress(move |ops| {
-            (ops > watched.get())
-                .then(|| Dynamic::from(format!("exceeded the sandbox operation limit of {}", watched.get())))
+            (ops > watched.get()).then(|| {
+                Dynamic::from(format!(
+                    "exceeded the sandbox operation limit of {}",
+                    watched.get()
+                ))
+            })
         });
         engine
             .set_strict_variables(true)
@@ -113,7 +117,12 @@ impl Sandbox {
         self.eval_with_budget(scope, ast, limits::GUARD_OPERATIONS)
     }
 
-    fn eval_with_budget(&self, scope: &mut Scope, ast: &AST, budget: u64) -> Result<Dynamic, String> {
+    fn eval_with_budget(
+        &self,
+        scope: &mut Scope,
+        ast: &AST,
+        budget: u64,
+    ) -> Result<Dynamic, String> {
         self.budget.set(budget);
         let len = scope.len();
         let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, ast);
@@ -141,7 +150,9 @@ fn one_line(s: &str) -> String {
 fn describe_error(e: &EvalAltResult) -> String {
     match e.unwrap_inner() {
         EvalAltResult::ErrorTerminated(reason, _) => format!("{reason} ({})", e.position()),
-        EvalAltResult::ErrorTooManyOperations(_) => format!("exceeded the sandbox operation limit ({})", e.position()),
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            format!("exceeded the sandbox operation limit ({})", e.position())
+        }
         _ => e.to_string(),
     }
 }

@@ -11,15 +11,24 @@ use std::path::Path;
 
 /// The campaign's identity hash as LOAD_CAMPAIGN computes it (`None` when invalid).
 pub fn campaign_identity(machine: &Machine) -> Option<String> {
-    load_campaign(machine, layout(machine, "campaign"))["campaign_identity_hash"].as_str().map(str::to_string)
+    load_campaign(machine, layout(machine, "campaign"))["campaign_identity_hash"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// LOAD_CAMPAIGN's handoff for the campaign at `path` (nothing written).
 pub fn load_campaign(machine: &Machine, path: &str) -> Value {
-    let Some(agent) = machine.states.states.get(&machine.states.initial).and_then(|s| s.agent.clone()) else {
+    let Some(agent) = machine
+        .states
+        .states
+        .get(&machine.states.initial)
+        .and_then(|s| s.agent.clone())
+    else {
         return Value::Null;
     };
-    let Ok((a, p)) = lookup(machine, &agent, None) else { return Value::Null };
+    let Ok((a, p)) = lookup(machine, &agent, None) else {
+        return Value::Null;
+    };
     let mut args = project_args(machine, &StepOptions::default());
     args.campaign_path = path.to_string();
     run_phase(machine, a, p, &args, &crate::now()).handoff
@@ -133,7 +142,8 @@ fn default_timeout() -> u64 {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -144,7 +154,11 @@ fn fill(command: &str, campaign: &Value) -> String {
     let re = regex::Regex::new(r"\{([a-z_]+(?:\.[a-z_]+)*)\}").expect("static regex");
     re.replace_all(command, |c: &regex::Captures| {
         let pointer = format!("/{}", c[1].replace('.', "/"));
-        let v = campaign.pointer(&pointer).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        let v = campaign.pointer(&pointer).map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        });
         shell_quote(&v.unwrap_or_default())
     })
     .into_owned()
@@ -155,7 +169,12 @@ fn netrc_has(machine: &str) -> bool {
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".netrc")));
     path.and_then(|p| std::fs::read_to_string(p).ok())
-        .is_some_and(|t| t.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w[0] == "machine" && w[1] == machine))
+        .is_some_and(|t| {
+            t.split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| w[0] == "machine" && w[1] == machine)
+        })
 }
 
 fn run_check(c: &CheckDef, campaign: &Value, failed: &[String]) -> (bool, String) {
@@ -165,41 +184,78 @@ fn run_check(c: &CheckDef, campaign: &Value, failed: &[String]) -> (bool, String
         return (false, format!("skipped: {need} failed"));
     }
     if let Some(p) = &c.which {
-        return if on_path(p) { (true, format!("{p} found on PATH")) } else { (false, format!("{p} not found on PATH")) };
+        return if on_path(p) {
+            (true, format!("{p} found on PATH"))
+        } else {
+            (false, format!("{p} not found on PATH"))
+        };
     }
     if let Some(cmd) = &c.run {
         let cmd = fill(cmd, campaign);
-        let r = crate::exec::smoke::run_command(&cmd, std::time::Duration::from_secs(c.timeout_seconds));
-        let output = format!("{}{}", r["stdout_tail"].as_str().unwrap_or(""), r["stderr_tail"].as_str().unwrap_or(""));
+        let r = crate::exec::smoke::run_command(
+            &cmd,
+            std::time::Duration::from_secs(c.timeout_seconds),
+        );
+        let output = format!(
+            "{}{}",
+            r["stdout_tail"].as_str().unwrap_or(""),
+            r["stderr_tail"].as_str().unwrap_or("")
+        );
         if r["killed_at_limit"] == true {
-            return (false, format!("`{cmd}` timed out after {} s", c.timeout_seconds));
+            return (
+                false,
+                format!("`{cmd}` timed out after {} s", c.timeout_seconds),
+            );
         }
         if r["exit_code"] != 0 {
-            return (false, format!("`{cmd}` exited with {}: {}", r["exit_code"], output.trim()));
+            return (
+                false,
+                format!("`{cmd}` exited with {}: {}", r["exit_code"], output.trim()),
+            );
         }
-        let matches = |re: &Option<String>| re.as_ref().map(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(&output)));
+        let matches = |re: &Option<String>| {
+            re.as_ref()
+                .map(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(&output)))
+        };
         if matches(&c.expect) == Some(false) {
-            return (false, format!("`{cmd}` output does not match {}", c.expect.as_deref().unwrap_or("")));
+            return (
+                false,
+                format!(
+                    "`{cmd}` output does not match {}",
+                    c.expect.as_deref().unwrap_or("")
+                ),
+            );
         }
         if matches(&c.reject) == Some(true) {
             return (false, format!("`{cmd}` reports: {}", output.trim()));
         }
         return (true, format!("`{cmd}` succeeded"));
     }
-    if c.env_any.iter().any(|v| std::env::var(v).is_ok_and(|x| !x.trim().is_empty())) {
+    if c.env_any
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| !x.trim().is_empty()))
+    {
         return (true, "credential found in the environment".into());
     }
     if c.netrc_machine.as_deref().is_some_and(netrc_has) {
         return (true, "credential found in netrc".into());
     }
-    (false, format!("no credential in {} or netrc", c.env_any.join(", ")))
+    (
+        false,
+        format!("no credential in {} or netrc", c.env_any.join(", ")),
+    )
 }
 
 /// Runs preflight for `campaign_path` in the current directory; writes and returns the artifact.
 pub fn run(machine: &Machine, campaign_path: &Path) -> Result<(String, Value), String> {
     let started = std::time::Instant::now();
-    let table: PreflightTable = serde_yaml::from_str(machine.source.get("preflight.yaml").ok_or("machine/preflight.yaml is missing")?)
-        .map_err(|e| format!("{}: {e}", machine.source.display("preflight.yaml")))?;
+    let table: PreflightTable = serde_yaml::from_str(
+        machine
+            .source
+            .get("preflight.yaml")
+            .ok_or("machine/preflight.yaml is missing")?,
+    )
+    .map_err(|e| format!("{}: {e}", machine.source.display("preflight.yaml")))?;
     let path_text = campaign_path.display().to_string();
     let campaign = match crate::engine::sandbox::parse_file(&path_text, true) {
         Ok(Some(v)) => v,
@@ -208,11 +264,20 @@ pub fn run(machine: &Machine, campaign_path: &Path) -> Result<(String, Value), S
     };
     let load = load_campaign(machine, &path_text);
     let mut checks = Vec::new();
-    let issues: Vec<String> = load["validation_issues"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    let issues: Vec<String> = load["validation_issues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
     checks.push((
         "campaign".to_string(),
         issues.is_empty(),
-        if issues.is_empty() { "campaign valid".to_string() } else { issues.join("; ") },
+        if issues.is_empty() {
+            "campaign valid".to_string()
+        } else {
+            issues.join("; ")
+        },
         "repair ml_metaopt_campaign.yaml (see `metaopt validate`)".to_string(),
     ));
     let mut bootstrapped = 0;
@@ -223,10 +288,20 @@ pub fn run(machine: &Machine, campaign_path: &Path) -> Result<(String, Value), S
         }
     }
     let gitignore = std::fs::read_to_string(".gitignore").unwrap_or_default();
-    if !gitignore.lines().any(|l| l.trim() == table.scaffold.gitignore_entry) {
-        let sep = if gitignore.is_empty() || gitignore.ends_with('\n') { "" } else { "\n" };
-        write_atomic(Path::new(".gitignore"), format!("{gitignore}{sep}{}\n", table.scaffold.gitignore_entry).as_bytes())
-            .map_err(|e| format!(".gitignore: {e}"))?;
+    if !gitignore
+        .lines()
+        .any(|l| l.trim() == table.scaffold.gitignore_entry)
+    {
+        let sep = if gitignore.is_empty() || gitignore.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        write_atomic(
+            Path::new(".gitignore"),
+            format!("{gitignore}{sep}{}\n", table.scaffold.gitignore_entry).as_bytes(),
+        )
+        .map_err(|e| format!(".gitignore: {e}"))?;
         bootstrapped += 1;
     }
     let mut failed: Vec<String> = Vec::new();
@@ -237,13 +312,22 @@ pub fn run(machine: &Machine, campaign_path: &Path) -> Result<(String, Value), S
         }
         checks.push((c.id.clone(), ok, message, c.remediation.clone()));
     }
-    let identity = load["campaign_identity_hash"].as_str().unwrap_or_default().to_string();
-    let mut art = artifact(&identity, &checks, bootstrapped, started.elapsed().as_secs_f64());
+    let identity = load["campaign_identity_hash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut art = artifact(
+        &identity,
+        &checks,
+        bootstrapped,
+        started.elapsed().as_secs_f64(),
+    );
     if identity.is_empty() {
         art["campaign_identity_hash"] = Value::Null;
     }
     art["campaign_id"] = load["campaign_id"].clone();
     let path = layout(machine, "preflight").to_string();
-    write_atomic(Path::new(&path), to_pretty(&art).as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+    write_atomic(Path::new(&path), to_pretty(&art).as_bytes())
+        .map_err(|e| format!("{path}: {e}"))?;
     Ok((path, art))
 }

@@ -11,7 +11,8 @@ pub const NOW: &str = "2026-11-25T12:00:00Z";
 
 /// The example campaign of the repository.
 pub fn example_campaign() -> String {
-    std::fs::read_to_string(repo().join("examples/ml_metaopt_campaign.example.yaml")).expect("example campaign")
+    std::fs::read_to_string(repo().join("examples/ml_metaopt_campaign.example.yaml"))
+        .expect("example campaign")
 }
 
 /// Repository root.
@@ -30,7 +31,10 @@ pub struct Project {
 impl Project {
     /// An empty project.
     pub fn empty() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir"), machine: None }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            machine: None,
+        }
     }
 
     /// A project with the example campaign (edited by `edit`) and a READY preflight.
@@ -86,7 +90,9 @@ impl Project {
     /// Runs the binary with extra environment.
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_metaopt"));
-        cmd.current_dir(self.dir.path()).env("METAOPT_NOW", NOW).env_remove("METAOPT_MACHINE");
+        cmd.current_dir(self.dir.path())
+            .env("METAOPT_NOW", NOW)
+            .env_remove("METAOPT_MACHINE");
         if let Some(m) = &self.machine {
             cmd.arg("--machine").arg(m);
         }
@@ -99,14 +105,22 @@ impl Project {
     /// Runs and parses stdout as JSON.
     pub fn run_json(&self, args: &[&str]) -> Value {
         let out = self.run(args);
-        assert!(out.status.success(), "metaopt {args:?} failed: {}", text(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout not JSON ({e}): {}", text(&out)))
+        assert!(
+            out.status.success(),
+            "metaopt {args:?} failed: {}",
+            text(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("stdout not JSON ({e}): {}", text(&out)))
     }
 
     /// Writes a READY preflight for the current campaign.
     pub fn ready_preflight(&self) {
         let h = self.run_json(&["agent", "metaopt-load-campaign"]);
-        let hash = h["campaign_identity_hash"].as_str().unwrap_or_default().to_string();
+        let hash = h["campaign_identity_hash"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         self.write_json(
             ".ml-metaopt/preflight-readiness.json",
             &serde_json::json!({"schema_version": 1, "status": "READY", "campaign_identity_hash": hash,
@@ -144,7 +158,11 @@ impl Project {
 
 /// Stdout and stderr, for assertion messages.
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Recursive copy.
@@ -163,6 +181,10 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 /// Replaces `from` with `to` in a file, asserting it was there.
 pub fn edit_file(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).expect("read");
-    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    assert!(
+        text.contains(from),
+        "{} does not contain {from:?}",
+        path.display()
+    );
     std::fs::write(path, text.replacen(from, to, 1)).expect("write");
 }
