@@ -214,10 +214,11 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
             (agent, phase, outcome)
         } else {
             let gate_agent = machine.policy.orchestrator.agent.clone();
-            let gate = run_named(machine, &gate_agent, "gate", &args, &now)?;
+            let gate_phase = machine.policy.orchestrator.gate_phase.clone();
+            let gate = run_named(machine, &gate_agent, &gate_phase, &args, &now)?;
             let blocks = gate.is_error || !gate.handoff["recommended_next_machine_state"].is_null();
             if blocks {
-                (gate_agent, "gate".to_string(), gate)
+                (gate_agent, gate_phase, gate)
             } else {
                 turn.guards.extend(gate.guards);
                 let (agent, phase) = dispatch(machine, &current, &state)?;

@@ -265,6 +265,8 @@ pub struct Confinement {
 pub struct OrchestratorPolicy {
     /// The pseudo-agent that owns gate and protocol-violation patches.
     pub agent: String,
+    /// Its phase run before every running state's phase (null recommendation = pass).
+    pub gate_phase: String,
     /// State a handoff that fails validation moves the machine to.
     pub protocol_violation_state: String,
     /// Directive templates executed on a protocol violation.
