@@ -156,6 +156,18 @@ struct Run<'m> {
     guards: Vec<GuardSeen>,
 }
 
+/// The names every script sees first: `args`, `now`, `vars` (see `machine::BASE_NAMES`).
+pub fn base_scope(machine: &Machine, args: &PhaseArgs, now: &str) -> Scope<'static> {
+    let mut scope = Scope::new();
+    scope.push_dynamic(
+        "args",
+        to_dynamic(&serde_json::to_value(args).unwrap_or(Value::Null)),
+    );
+    scope.push_dynamic("now", Dynamic::from(now.to_string()));
+    scope.push_dynamic("vars", to_dynamic(&machine.vars));
+    scope
+}
+
 /// Runs `phase` of `agent` with `args` at time `now`.
 pub fn run_phase(
     machine: &Machine,
@@ -164,13 +176,7 @@ pub fn run_phase(
     args: &PhaseArgs,
     now: &str,
 ) -> PhaseOutcome {
-    let mut scope = Scope::new();
-    scope.push_dynamic(
-        "args",
-        to_dynamic(&serde_json::to_value(args).unwrap_or(Value::Null)),
-    );
-    scope.push_dynamic("now", Dynamic::from(now.to_string()));
-    scope.push_dynamic("vars", to_dynamic(&machine.vars));
+    let scope = base_scope(machine, args, now);
     let mut run = Run {
         machine,
         agent,

@@ -274,14 +274,11 @@ pub fn dispatch(
         .phase_guards
         .get(current)
         .ok_or(format!("state `{current}` has no phases"))?;
-    let mut scope = rhai::Scope::new();
-    let args = project_args(machine, &StepOptions::default());
-    scope.push_dynamic(
-        "args",
-        crate::engine::sandbox::to_dynamic(&serde_json::to_value(&args).unwrap_or_default()),
+    let mut scope = crate::engine::phase::base_scope(
+        machine,
+        &project_args(machine, &StepOptions::default()),
+        &crate::now(),
     );
-    scope.push_dynamic("now", rhai::Dynamic::from(crate::now()));
-    scope.push_dynamic("vars", crate::engine::sandbox::to_dynamic(&machine.vars));
     scope.push_dynamic(
         "state",
         state
@@ -467,13 +464,7 @@ fn protocol_directives(
     args: &PhaseArgs,
     now: &str,
 ) -> Result<Vec<Value>, String> {
-    let mut scope = rhai::Scope::new();
-    scope.push_dynamic(
-        "args",
-        crate::engine::sandbox::to_dynamic(&serde_json::to_value(args).unwrap_or_default()),
-    );
-    scope.push_dynamic("now", rhai::Dynamic::from(now.to_string()));
-    scope.push_dynamic("vars", crate::engine::sandbox::to_dynamic(&machine.vars));
+    let mut scope = crate::engine::phase::base_scope(machine, args, now);
     let mut out = Vec::new();
     for name in &machine.policy.orchestrator.protocol_violation_directives {
         let t = machine
