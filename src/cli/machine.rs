@@ -17,6 +17,15 @@ pub struct MachineArgs {
 #[derive(Debug, Subcommand)]
 pub enum MachineCommand {
     /// Report every problem of the tables.
+    ///
+    /// Load errors (YAML, unknown keys, guards that do not compile or name
+    /// unknown variables), unknown states/agents/phases/actions, non-terminal
+    /// states without an agent, phases no state dispatches, states unreachable
+    /// from `initial`, states from which no rule path reaches a terminal
+    /// state, shadowed phases and rules, `set` keys the agent does not own,
+    /// directives that are unknown, blocked or lack required fields, launches
+    /// of unknown workers, and transitions into a terminal state without its
+    /// `cleanup` directives. Exit 1 when anything is found.
     Check,
     /// Draw the machine.
     Graph {
@@ -35,6 +44,14 @@ pub enum MachineCommand {
         format: String,
     },
     /// Regenerate the generated regions of references/.
+    ///
+    /// A region is the text between `<!-- generated:NAME:begin -->` and
+    /// `<!-- generated:NAME:end -->` in `ROOT/references/*.md`; NAME is one of
+    /// states, dispatch, transitions, ownership, directives, stop-conditions.
+    /// The stop conditions are the rules, in order, of every running state's
+    /// phase that can both end the campaign (a rule whose `next` is terminal)
+    /// and start another round (a rule whose `next` is a non-terminal state
+    /// declared earlier in states.yaml).
     Docs {
         /// Exit 1 when a document drifted instead of rewriting it.
         #[arg(long)]
