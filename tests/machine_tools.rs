@@ -181,6 +181,29 @@ fn check_reports_an_unknown_agent() {
 }
 
 #[test]
+fn check_reports_an_unknown_gate_phase_and_unreached_orchestrator_phase() {
+    let t = Tables::new();
+    t.edit("policy.yaml", "gate_phase: gate", "gate_phase: gaet");
+    assert_finding(
+        &t,
+        "policy.yaml",
+        "unknown-reference",
+        &["gate_phase `gaet`", "did you mean `gate`"],
+    );
+    let t = Tables::new();
+    t.append(
+        "agents/orchestrator.yaml",
+        "\n  spare_gate:\n    steps:\n      - name: pass\n        next: ~\n",
+    );
+    assert_finding(
+        &t,
+        "agents/orchestrator.yaml",
+        "unreached-phase",
+        &["`orchestrator.spare_gate`"],
+    );
+}
+
+#[test]
 fn check_reports_a_running_state_without_agent() {
     let t = Tables::new();
     t.edit_after(

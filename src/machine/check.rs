@@ -405,6 +405,26 @@ impl<'a> Checker<'a> {
             );
         }
         let gate = &policy.orchestrator.agent;
+        let gate_phase = &policy.orchestrator.gate_phase;
+        if let Some(agent) = m.agent(gate)
+            && agent.phase(gate_phase).is_none()
+        {
+            let phases: Vec<String> = agent.phases.iter().map(|p| p.name.clone()).collect();
+            self.push(
+                "policy.yaml",
+                &[Anchor::Key("orchestrator"), Anchor::Key("gate_phase")],
+                "unknown-reference",
+                format!(
+                    "orchestrator.gate_phase `{gate_phase}` is not a phase of `{gate}`{}",
+                    suggest(gate_phase, phases.iter())
+                ),
+                format!(
+                    "use one of the phases of {}: {}",
+                    agent.file,
+                    phases.join(", ")
+                ),
+            );
+        }
         if m.agent(gate).is_none() && !m.unparsed.iter().any(|f| f.starts_with("agents/")) {
             self.push(
                 "policy.yaml",
@@ -498,21 +518,23 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        // Without a policy the orchestrator's own agent is unknown.
-        let Some(gate) = m.policy.as_ref().map(|p| p.orchestrator.agent.as_str()) else {
+        // Without a policy the orchestrator's gate phase is unknown.
+        let Some(policy) = &m.policy else {
             return;
         };
+        let gate = (
+            policy.orchestrator.agent.as_str(),
+            policy.orchestrator.gate_phase.as_str(),
+        );
         let reached: HashSet<(&str, &str)> = m
             .dispatch()
             .into_iter()
             .map(|(_, a, p)| (a.table.agent.as_str(), p.name.as_str()))
             .collect();
         for agent in &m.agents {
-            if agent.table.agent == gate {
-                continue;
-            }
             for phase in &agent.phases {
-                if !reached.contains(&(agent.table.agent.as_str(), phase.name.as_str())) {
+                let key = (agent.table.agent.as_str(), phase.name.as_str());
+                if key != gate && !reached.contains(&key) {
                     self.push(
                         &agent.file,
                         &[Anchor::Key("phases"), Anchor::Key(&phase.name)],

@@ -251,7 +251,9 @@ fn transitions(m: &RawMachine) -> Vec<String> {
         "to",
         "directives / launches",
     ]);
-    let gate = m.orchestrator().map(|a| a.table.agent.clone());
+    let gate = m
+        .gate()
+        .map(|(a, p)| (a.table.agent.clone(), p.name.clone()));
     for (state, agent, phase) in m.dispatch() {
         if m.is_terminal(state) {
             continue;
@@ -269,15 +271,16 @@ fn transitions(m: &RawMachine) -> Vec<String> {
         .map(|(_, a, p)| (a.table.agent.clone(), p.name.clone()))
         .collect();
     for agent in m.agents_in_order() {
-        let from = if Some(&agent.table.agent) == gate.as_ref() {
-            "any running state"
-        } else {
-            "not dispatched"
-        };
         for phase in &agent.phases {
-            if reached.contains(&(agent.table.agent.clone(), phase.name.clone())) {
+            let key = (agent.table.agent.clone(), phase.name.clone());
+            if reached.contains(&key) {
                 continue;
             }
+            let from = if Some(&key) == gate.as_ref() {
+                "any running state"
+            } else {
+                "not dispatched"
+            };
             out.extend(phase_rows(m, from, &agent.label(&phase.name), &phase.items));
         }
     }

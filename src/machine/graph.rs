@@ -357,11 +357,11 @@ impl RawMachine {
         self.agents.iter().find(|a| a.table.agent == name)
     }
 
-    /// The orchestrator's own agent (`policy.orchestrator.agent`), when defined.
-    pub fn orchestrator(&self) -> Option<&RawAgent> {
-        self.policy
-            .as_ref()
-            .and_then(|p| self.agent(&p.orchestrator.agent))
+    /// The orchestrator's gate phase (`policy.orchestrator.{agent, gate_phase}`), when defined.
+    pub fn gate(&self) -> Option<(&RawAgent, &FlatPhase)> {
+        let policy = self.policy.as_ref()?;
+        let agent = self.agent(&policy.orchestrator.agent)?;
+        Some((agent, agent.phase(&policy.orchestrator.gate_phase)?))
     }
 
     /// True when `state` is a terminal state.
@@ -466,22 +466,20 @@ impl RawMachine {
                 }
             }
         }
-        if let Some(gate) = self.orchestrator() {
-            for phase in &gate.phases {
-                for rule in phase.rules() {
-                    let label = format!("{}: {}", gate.label(&phase.name), rule.name);
-                    let to = match rule.target() {
-                        Target::To(t) => Node::State(t),
-                        Target::Computed(_) => Node::AnyRunning,
-                        Target::Error | Target::Stay => continue,
-                    };
-                    out.push(Transition {
-                        from: Node::AnyRunning,
-                        to,
-                        label,
-                        kind: TransitionKind::Gate,
-                    });
-                }
+        if let Some((gate, phase)) = self.gate() {
+            for rule in phase.rules() {
+                let label = format!("{}: {}", gate.label(&phase.name), rule.name);
+                let to = match rule.target() {
+                    Target::To(t) => Node::State(t),
+                    Target::Computed(_) => Node::AnyRunning,
+                    Target::Error | Target::Stay => continue,
+                };
+                out.push(Transition {
+                    from: Node::AnyRunning,
+                    to,
+                    label,
+                    kind: TransitionKind::Gate,
+                });
             }
         }
         if let Some(p) = &self.policy {
