@@ -140,35 +140,18 @@ pub fn check(path: &str, expected: &Value, actual: Option<&Value>, out: &mut Vec
     };
     if let Some((op, arg)) = operator(expected) {
         match op {
-            "absent" => {
-                if arg.as_bool() != Some(actual.is_none()) {
-                    let want = if actual.is_none() {
-                        "a value"
-                    } else {
-                        "absent"
-                    };
+            "absent" | "present" => {
+                let present_wanted = (op == "present") == (arg.as_bool() == Some(true));
+                if present_wanted != actual.is_some() {
+                    let want = if present_wanted { "a value" } else { "absent" };
                     mismatch(out, want.to_string());
                 }
             }
-            "present" => {
-                if arg.as_bool() != Some(actual.is_some()) {
-                    let want = if actual.is_none() {
-                        "a value"
-                    } else {
-                        "absent"
-                    };
-                    mismatch(out, want.to_string());
-                }
+            "eq" if !actual.is_some_and(|a| deep_equal(arg, a)) => {
+                mismatch(out, format!("exactly {}", show(Some(arg))));
             }
-            "eq" => {
-                if !actual.is_some_and(|a| deep_equal(arg, a)) {
-                    mismatch(out, format!("exactly {}", show(Some(arg))));
-                }
-            }
-            "not" => {
-                if matches(arg, actual) {
-                    mismatch(out, format!("anything but {}", show(Some(arg))));
-                }
+            "not" if matches(arg, actual) => {
+                mismatch(out, format!("anything but {}", show(Some(arg))));
             }
             "any_of" => {
                 let items = arg.as_array().cloned().unwrap_or_default();
@@ -330,21 +313,17 @@ pub fn check_file_expectation(e: &Value) -> Result<(), String> {
 pub fn check_file(path: &str, e: &Value, text: Option<&str>, out: &mut Vec<String>) {
     let at = format!("files[{}]", serde_json::to_string(path).unwrap_or_default());
     match (e, text) {
-        (Value::String(s), t) if s == "present" => {
-            if t.is_none() {
-                out.push(format!(
-                    "{at}: expected the file to exist, got nothing (absent)"
-                ));
-            }
+        (Value::String(s), None) if s == "present" => {
+            out.push(format!(
+                "{at}: expected the file to exist, got nothing (absent)"
+            ));
         }
-        (Value::String(s), t) if s == "absent" => {
-            if let Some(t) = t {
-                out.push(format!(
-                    "{at}: expected no file, got a file of {} byte(s): {}",
-                    t.len(),
-                    show(Some(&Value::String(t.to_string())))
-                ));
-            }
+        (Value::String(s), Some(t)) if s == "absent" => {
+            out.push(format!(
+                "{at}: expected no file, got a file of {} byte(s): {}",
+                t.len(),
+                show(Some(&Value::String(t.to_string())))
+            ));
         }
         (Value::Object(_), None) => {
             out.push(format!(
@@ -385,10 +364,11 @@ pub fn check_file(path: &str, e: &Value, text: Option<&str>, out: &mut Vec<Strin
                             }
                         }
                     }
-                    "equals" => {
-                        if v.as_str() != Some(text) {
-                            out.push(format!("{at}: expected exactly {}, got {shown}", show(Some(v))));
-                        }
+                    "equals" if v.as_str() != Some(text) => {
+                        out.push(format!(
+                            "{at}: expected exactly {}, got {shown}",
+                            show(Some(v))
+                        ));
                     }
                     "regex" => check(
                         &at,

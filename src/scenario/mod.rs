@@ -225,9 +225,9 @@ fn report(
             .and_then(|s| s.file.pending.clone())
             .unwrap_or_default();
         let result = results.iter().find(|r| r.index == *i);
-        let failures = result.map(|r| r.failures.clone()).unwrap_or_else(|| {
-            vec!["did not run (its child process stopped earlier)".to_string()]
-        });
+        let failures = result
+            .map(|r| r.failures.clone())
+            .unwrap_or_else(|| vec!["did not run (its child process stopped earlier)".to_string()]);
         match verdict(loaded, *i, result) {
             Verdict::Passed => {
                 if opts.verbose {
