@@ -16,6 +16,15 @@ macro_rules! say {
     }};
 }
 
+/// `eprintln!` that ignores a closed or full stderr (`metaopt step 2>&1 | head` must not panic).
+#[macro_export]
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod contract;
 pub mod engine;

@@ -118,7 +118,7 @@ pub fn run(machine_dir: Option<&Path>, args: AgentArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             super::EXIT_USAGE
         }
     }

@@ -39,7 +39,7 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
         None => match tempfile::Builder::new().prefix("metaopt-demo-").tempdir() {
             Ok(t) => t.keep(),
             Err(e) => {
-                eprintln!("error: cannot create a temporary directory: {e}");
+                crate::tell!("error: cannot create a temporary directory: {e}");
                 return 1;
             }
         },
@@ -48,11 +48,11 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
         .map_err(|e| e.to_string())
         .and_then(|_| super::step::enter(&dir))
     {
-        eprintln!("error: {}: {e}", dir.display());
+        crate::tell!("error: {}: {e}", dir.display());
         return super::EXIT_USAGE;
     }
     if Path::new(layout(&machine, "state")).exists() {
-        eprintln!(
+        crate::tell!(
             "error: {} already holds a campaign state; pass an empty --dir",
             dir.display()
         );
@@ -60,11 +60,11 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
     }
     let campaign = layout(&machine, "campaign").to_string();
     if let Err(e) = std::fs::write(&campaign, EXAMPLE_CAMPAIGN) {
-        eprintln!("error: {campaign}: {e}");
+        crate::tell!("error: {campaign}: {e}");
         return 1;
     }
     if let Err(e) = crate::exec::preflight::write_simulated_ready(&machine) {
-        eprintln!("error: {e}");
+        crate::tell!("error: {e}");
         return 1;
     }
     crate::say!("metaopt demo in {} (seed {})", dir.display(), args.seed);
@@ -86,7 +86,7 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
         Ok(Some(t)) => t,
         Ok(None) => return 1,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             return 1;
         }
     };

@@ -22,7 +22,7 @@ pub fn run(machine_dir: Option<&Path>, args: HistoryArgs) -> i32 {
         Err(code) => return code,
     };
     if let Err(e) = super::step::enter(&args.project) {
-        eprintln!("error: {e}");
+        crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
     for e in journal::read(&machine) {

@@ -28,7 +28,7 @@ pub fn run(machine_dir: Option<&Path>, args: PreflightArgs) -> i32 {
     let campaign = match std::fs::canonicalize(&args.campaign) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!(
+            crate::tell!(
                 "error: {}: campaign file not readable: {e}",
                 args.campaign.display()
             );
@@ -36,12 +36,12 @@ pub fn run(machine_dir: Option<&Path>, args: PreflightArgs) -> i32 {
         }
     };
     if let Err(e) = super::step::enter(&args.cwd) {
-        eprintln!("error: {e}");
+        crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
     match preflight::run(&machine, &campaign) {
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             super::EXIT_USAGE
         }
         Ok((path, artifact)) => {

@@ -33,7 +33,7 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         Err(code) => return code,
     };
     if let Err(e) = super::step::enter(&args.project) {
-        eprintln!("error: {e}");
+        crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
     let state = match step::read_state(&machine) {
@@ -50,7 +50,7 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
             return 0;
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             return 1;
         }
     };

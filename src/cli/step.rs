@@ -120,7 +120,7 @@ pub fn run_step(machine_dir: Option<&Path>, args: DriveArgs) -> i32 {
         Err(code) => return code,
     };
     if let Err(e) = enter(&args.project) {
-        eprintln!("error: {e}");
+        crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
     match step(&machine, &args.options()) {
@@ -129,7 +129,7 @@ pub fn run_step(machine_dir: Option<&Path>, args: DriveArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             1
         }
     }
@@ -172,7 +172,7 @@ pub fn run_run(machine_dir: Option<&Path>, args: RunArgs) -> i32 {
         Err(code) => return code,
     };
     if let Err(e) = enter(&args.drive.project) {
-        eprintln!("error: {e}");
+        crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
     let json = args.drive.json;
@@ -185,7 +185,7 @@ pub fn run_run(machine_dir: Option<&Path>, args: RunArgs) -> i32 {
     ) {
         Ok(_) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             1
         }
     }

@@ -89,11 +89,11 @@ pub fn run(machine_dir: Option<&Path>, args: ValidateArgs) -> i32 {
         crate::say!("{}: valid", args.file);
         return 0;
     }
-    eprintln!("{}: {} issue(s)", args.file, issues.len());
+    crate::tell!("{}: {} issue(s)", args.file, issues.len());
     for (line, msg) in &issues {
         match line {
-            Some(l) => eprintln!("  {}:{l}: {msg}", args.file),
-            None => eprintln!("  {}: {msg}", args.file),
+            Some(l) => crate::tell!("  {}:{l}: {msg}", args.file),
+            None => crate::tell!("  {}: {msg}", args.file),
         }
     }
     1

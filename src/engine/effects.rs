@@ -15,7 +15,17 @@ pub fn apply_writes(writes: &[FileWrite]) -> Result<(), String> {
             FileWrite::Block {
                 begin, end, body, ..
             } => {
-                let existing = fsio::read_text_capped(path).ok();
+                // A file that exists but cannot be read as text is never replaced by the block.
+                let existing = match fsio::read_text_capped(path) {
+                    Ok(text) => Some(text),
+                    Err(fsio::ReadFailure::Missing) => None,
+                    Err(fsio::ReadFailure::Unreadable(why)) => {
+                        return Err(format!(
+                            "{}: cannot update the marked block: {why}; the file is left as it is",
+                            path.display()
+                        ));
+                    }
+                };
                 let new = marked_block::upserted(existing.as_deref(), begin, end, body);
                 if existing.as_deref() == Some(new.as_str()) {
                     continue;

@@ -188,7 +188,19 @@ pub fn run_phase(
     };
     let outcome = match run.decide() {
         Ok(Some(rule)) => match run.outcome(rule, args) {
-            Ok(o) => o,
+            Ok(o) => match o.new_state.as_ref().and_then(|s| state_problem(machine, s)) {
+                // Never hand on a state the next step could not load (an input the
+                // tables copied into it unchecked): the phase fails instead.
+                Some(problem) => {
+                    let mut e = run.engine_error(&format!(
+                        "rule `{}` would write a state file that does not load: {problem}",
+                        rule.name
+                    ));
+                    e.guards = o.guards;
+                    e
+                }
+                None => o,
+            },
             Err(e) => run.engine_error(&format!("rule `{}`: {e}", rule.name)),
         },
         Ok(None) => run.engine_error("no rule matched"),
@@ -196,6 +208,28 @@ pub fn run_phase(
     };
     crate::engine::trace::record(&agent.table.agent, &phase.name, &outcome);
     outcome
+}
+
+/// Schema the state file is loaded with (`machine/schemas/state.yaml`).
+const STATE_SCHEMA: &str = "state";
+
+/// Why `state`, once written, would not load back strictly (JSON nesting, schema), if so.
+fn state_problem(machine: &Machine, state: &Value) -> Option<String> {
+    let text = crate::engine::handoff::to_pretty(state);
+    if let Err(e) = serde_json::from_str::<Value>(&text) {
+        return Some(format!("invalid json: {e}"));
+    }
+    let issues = crate::engine::sandbox::schema_issues(
+        &machine.sandbox.engine,
+        &machine.sandbox.shared.borrow(),
+        STATE_SCHEMA,
+        state,
+    );
+    match issues {
+        Ok(issues) if issues.is_empty() => None,
+        Ok(issues) => Some(issues.join("; ")),
+        Err(e) => Some(e),
+    }
 }
 
 impl<'m> Run<'m> {
@@ -254,28 +288,29 @@ impl<'m> Run<'m> {
                     }
                 }
                 CompiledStep::Rule(rule) => {
-                    let holds =
-                        match &rule.when {
-                            None => true,
-                            Some((ast, src)) => {
-                                let v = self.machine.sandbox.eval(&mut self.scope, ast).map_err(
-                                    |e| format!("rule `{}` guard `{src}`: {e}", rule.name),
-                                )?;
-                                let b = v.as_bool().map_err(|t| {
-                                    format!(
-                                        "rule `{}` guard `{src}` must be a boolean, got {t}",
-                                        rule.name
-                                    )
-                                })?;
-                                self.guards.push(GuardSeen {
-                                    agent: self.agent.table.agent.clone(),
-                                    phase: self.phase.name.clone(),
-                                    rule: rule.name.clone(),
-                                    value: b,
-                                });
-                                b
-                            }
-                        };
+                    let holds = match &rule.when {
+                        None => true,
+                        Some((ast, src)) => {
+                            let v = self
+                                .machine
+                                .sandbox
+                                .eval_guard(&mut self.scope, ast)
+                                .map_err(|e| format!("rule `{}` guard `{src}`: {e}", rule.name))?;
+                            let b = v.as_bool().map_err(|t| {
+                                format!(
+                                    "rule `{}` guard `{src}` must be a boolean, got {t}",
+                                    rule.name
+                                )
+                            })?;
+                            self.guards.push(GuardSeen {
+                                agent: self.agent.table.agent.clone(),
+                                phase: self.phase.name.clone(),
+                                rule: rule.name.clone(),
+                                value: b,
+                            });
+                            b
+                        }
+                    };
                     if holds {
                         self.bind(&rule.lets)
                             .map_err(|e| format!("rule `{}`: {e}", rule.name))?;

@@ -223,6 +223,17 @@ pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String
         return Ok(None);
     }
     if yaml {
+        // A YAML mapping with a duplicate key is an error, not "the last one wins"
+        // (deserialising straight into JSON would silently keep the last).
+        let mut raw = serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .map_err(|e| (true, format!("invalid yaml: {e}")))?;
+        // JSON has no NaN or infinity: keep `.nan` / `.inf` as text so that the schema
+        // reports "expected number, got string \".nan\"" instead of a silent null.
+        if name_non_finite(&mut raw) {
+            return serde_json::to_value(&raw)
+                .map(Some)
+                .map_err(|e| (true, format!("invalid yaml: {e}")));
+        }
         serde_yaml::from_str::<Value>(&text)
             .map(Some)
             .map_err(|e| (true, format!("invalid yaml: {e}")))
@@ -230,6 +241,30 @@ pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String
         serde_json::from_str::<Value>(&text)
             .map(Some)
             .map_err(|e| (true, format!("invalid json: {e}")))
+    }
+}
+
+/// Replaces every non-finite float of `v` by its YAML spelling; true when there was one.
+fn name_non_finite(v: &mut serde_yaml::Value) -> bool {
+    match v {
+        serde_yaml::Value::Number(n) => {
+            let text = match n.as_f64() {
+                Some(f) if f.is_nan() => ".nan",
+                Some(f) if f == f64::INFINITY => ".inf",
+                Some(f) if f == f64::NEG_INFINITY => "-.inf",
+                _ => return false,
+            };
+            *v = serde_yaml::Value::String(text.into());
+            true
+        }
+        serde_yaml::Value::Sequence(items) => items
+            .iter_mut()
+            .fold(false, |any, i| name_non_finite(i) || any),
+        serde_yaml::Value::Mapping(m) => m
+            .iter_mut()
+            .fold(false, |any, (_, i)| name_non_finite(i) || any),
+        serde_yaml::Value::Tagged(t) => name_non_finite(&mut t.value),
+        _ => false,
     }
 }
 

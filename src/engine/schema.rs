@@ -248,6 +248,7 @@ pub fn type_name(value: &Value) -> &'static str {
 
 fn describe(value: &Value) -> String {
     match value {
+        Value::Null => "null".to_string(),
         Value::Array(_) | Value::Object(_) => type_name(value).to_string(),
         Value::String(s) if s.len() > 60 => {
             format!("string {:?}…", &s.chars().take(60).collect::<String>())

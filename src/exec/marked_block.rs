@@ -14,6 +14,9 @@ pub enum BlockAction {
     Updated,
     /// The block is already identical.
     Unchanged,
+    /// The file exists but cannot be read as text (a directory, not UTF-8, too large,
+    /// no permission): it is never overwritten.
+    Unusable,
 }
 
 impl BlockAction {
@@ -23,6 +26,7 @@ impl BlockAction {
             Self::Created => "created",
             Self::Updated => "updated",
             Self::Unchanged => "unchanged",
+            Self::Unusable => "unusable",
         }
     }
 }
@@ -32,9 +36,13 @@ fn render(begin: &str, end: &str, body: &str) -> String {
 }
 
 /// Byte range of the block (from the begin marker to the end of the end marker's line).
+/// The block starts at the begin marker closest before the first end marker, so that a
+/// stray begin marker earlier in the file (and the user's text after it) is left alone.
 fn find(text: &str, begin: &str, end: &str) -> Option<(usize, usize)> {
-    let start = text.find(begin)?;
-    let end_at = text[start..].find(end)? + start + end.len();
+    let first = text.find(begin)?;
+    let end_pos = text[first + begin.len()..].find(end)? + first + begin.len();
+    let start = text[..end_pos].rfind(begin)?;
+    let end_at = end_pos + end.len();
     let stop = if text[end_at..].starts_with('\n') {
         end_at + 1
     } else {
@@ -46,7 +54,8 @@ fn find(text: &str, begin: &str, end: &str) -> Option<(usize, usize)> {
 /// What [`upsert`] would do, without writing.
 pub fn plan(path: &Path, begin: &str, end: &str, body: &str) -> BlockAction {
     match fsio::read_text_capped(path) {
-        Err(_) => BlockAction::Created,
+        Err(fsio::ReadFailure::Missing) => BlockAction::Created,
+        Err(fsio::ReadFailure::Unreadable(_)) => BlockAction::Unusable,
         Ok(text) => match find(&text, begin, end) {
             Some((a, b)) if text[a..b] == render(begin, end, body) => BlockAction::Unchanged,
             _ => BlockAction::Updated,
@@ -93,5 +102,20 @@ mod tests {
         let again = upserted(Some(&with), "<!-- b -->", "<!-- e -->", "hook2");
         assert_eq!(again.matches("<!-- b -->").count(), 1);
         assert!(again.contains("hook2"));
+    }
+
+    #[test]
+    fn a_stray_begin_marker_and_the_text_after_it_survive() {
+        let original = "# Notes\n<!-- b -->\nmine\n";
+        let with = upserted(Some(original), "<!-- b -->", "<!-- e -->", "hook");
+        assert!(with.starts_with(original));
+        let again = upserted(Some(&with), "<!-- b -->", "<!-- e -->", "hook2");
+        assert!(
+            again.starts_with(original) && again.contains("hook2") && !again.contains("hook\n")
+        );
+        assert_eq!(
+            removed(&again, "<!-- b -->", "<!-- e -->").unwrap(),
+            format!("{original}\n")
+        );
     }
 }

@@ -338,6 +338,13 @@ fn apply_outcome(
             found.push(format!("phase writes `{p}` outside .ml-metaopt/"));
         }
     }
+    for p in &outcome.consumes {
+        if !resolves_inside(Path::new("."), p, ".ml-metaopt") {
+            found.push(format!(
+                "phase moves `{p}`, which resolves outside .ml-metaopt/"
+            ));
+        }
+    }
     turn.guards.extend(outcome.guards.iter().cloned());
     if let Some(w) = outcome.handoff["warnings"].as_array() {
         turn.warnings.extend(w.iter().cloned());
@@ -441,7 +448,9 @@ fn apply_outcome(
         next_state: next.clone(),
         violations: found.clone(),
     });
-    journal::append(
+    // The state is persisted by now: a journal that cannot be written is a warning,
+    // not a failed step (which would tell the host nothing happened).
+    let journaled = journal::append(
         machine,
         &journal::Entry {
             time: now,
@@ -455,7 +464,11 @@ fn apply_outcome(
             directives: &executed,
             violations: &found,
         },
-    )?;
+    );
+    if let Err(e) = journaled {
+        turn.warnings
+            .push(json!(format!("journal entry not written: {e}")));
+    }
     Ok(next)
 }
 

@@ -101,7 +101,9 @@ pub fn resolves_inside(base: &Path, path: &str, dir: &str) -> bool {
     if !lexical.starts_with(&root) {
         return false;
     }
-    resolve(&lexical).starts_with(resolve(&root))
+    // The directory itself must not be a symlink leading out of the project.
+    let real_root = resolve(&root);
+    real_root.starts_with(resolve(base)) && resolve(&lexical).starts_with(real_root)
 }
 
 /// `path` with symlinks followed as far as it exists, the rest appended lexically.
@@ -189,6 +191,15 @@ mod tests {
                 base,
                 ".ml-metaopt/worker-results/link/x.json",
                 ".ml-metaopt/worker-results"
+            ));
+            // The result directory itself linked out of the project.
+            let outside = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(outside.path(), base.join(".ml-metaopt/executor-events"))
+                .unwrap();
+            assert!(!resolves_inside(
+                base,
+                ".ml-metaopt/executor-events/x.json",
+                ".ml-metaopt/executor-events"
             ));
         }
     }
