@@ -85,12 +85,12 @@ pub fn run_job(machine_dir: Option<&Path>, setup_dir: Option<&Path>, job_path: &
             return crate::cli::EXIT_USAGE;
         }
     };
-    let machine = match crate::cli::load_machine(machine_dir) {
+    let machine = match super::load_machine(machine_dir) {
         Ok(m) => m,
         Err(code) => return code,
     };
     let setup_machine = match setup_dir {
-        Some(d) => match crate::cli::load_machine(Some(d)) {
+        Some(d) => match super::load_machine(Some(d)) {
             Ok(m) => Some(m),
             Err(code) => return code,
         },

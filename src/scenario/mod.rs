@@ -53,6 +53,17 @@ pub struct TestOptions {
     pub verbose: bool,
 }
 
+/// Loads the machine (`None`: embedded tables), printing every load error.
+pub fn load_machine(dir: Option<&Path>) -> Result<Machine, i32> {
+    Machine::load(dir).map_err(|e| {
+        eprintln!("error: the machine tables do not load:");
+        for line in &e.0 {
+            eprintln!("  {line}");
+        }
+        crate::cli::EXIT_USAGE
+    })
+}
+
 /// Runs the suite as `metaopt test` does and returns the exit code.
 pub fn run(opts: &TestOptions) -> i32 {
     let started = Instant::now();
@@ -76,7 +87,7 @@ pub fn run(opts: &TestOptions) -> i32 {
     } else {
         opts.machine.as_deref().map(runner::absolute)
     };
-    let machine = match crate::cli::load_machine(machine_dir.as_deref()) {
+    let machine = match load_machine(machine_dir.as_deref()) {
         Ok(m) => m,
         Err(code) => return code,
     };
