@@ -67,15 +67,21 @@ pub fn main() -> i32 {
     run(cli)
 }
 
-/// Loads the machine or prints every load error.
-pub fn load_machine(dir: Option<&std::path::Path>) -> Result<crate::machine::Machine, i32> {
-    crate::machine::Machine::load(dir).map_err(|e| {
-        eprintln!("error: the machine tables do not load:");
-        for line in &e.0 {
-            eprintln!("  {line}");
+/// Loads the machine or prints every load error. The machine lives until the process
+/// exits (leaked on purpose: dropping hundreds of compiled scripts costs more than a step).
+pub fn load_machine(
+    dir: Option<&std::path::Path>,
+) -> Result<&'static crate::machine::Machine, i32> {
+    match crate::machine::Machine::load(dir) {
+        Ok(m) => Ok(Box::leak(Box::new(m))),
+        Err(e) => {
+            eprintln!("error: the machine tables do not load:");
+            for line in &e.0 {
+                eprintln!("  {line}");
+            }
+            Err(EXIT_USAGE)
         }
-        EXIT_USAGE
-    })
+    }
 }
 
 /// Runs a parsed command line.

@@ -25,12 +25,17 @@ pub mod limits {
     pub const MAX_CALL_LEVELS: usize = 32;
     /// Expression nesting depth (global, inside functions).
     pub const MAX_EXPR_DEPTH: (usize, usize) = (64, 32);
-    /// Characters in one string.
-    pub const MAX_STRING: usize = 4 * 1024 * 1024;
-    /// Items in one array.
-    pub const MAX_ARRAY: usize = 1_000_000;
-    /// Entries in one map.
-    pub const MAX_MAP: usize = 100_000;
+    // rhai checks the three data limits below against the totals of a whole value,
+    // nested arrays and maps included (a state with 10,000 proposals holds ~250,000
+    // map entries). They are derived from the read cap so that every document the
+    // primitives can read fits: a JSON text of n bytes holds at most n string bytes,
+    // n / 2 array items (`0,`) and n / 4 map entries (`"":0` plus a separator).
+    /// String bytes in one value (nested strings summed).
+    pub const MAX_STRING: usize = crate::workspace::fsio::MAX_READ_BYTES as usize;
+    /// Array items in one value (nested arrays summed).
+    pub const MAX_ARRAY: usize = MAX_STRING / 2;
+    /// Map entries in one value (nested maps summed).
+    pub const MAX_MAP: usize = MAX_STRING / 4;
 }
 
 /// Data the primitives consult: state statuses and schemas.
@@ -48,7 +53,7 @@ pub struct SharedTables {
 pub struct Sandbox {
     /// The sandboxed engine.
     pub engine: Engine,
-    /// Functions of `machine/lib/*.rhai`, merged into every compiled script.
+    /// Functions of `machine/lib/*.rhai` (also registered as a global module).
     pub lib: AST,
     /// Tables the primitives read.
     pub shared: Rc<RefCell<SharedTables>>,
@@ -94,7 +99,7 @@ impl Sandbox {
         }
     }
 
-    /// Compiles a script against the names in `scope_names`, with the library merged in.
+    /// Compiles a script against the names in `scope_names` (library functions are global).
     pub fn compile(&self, script: &str, scope_names: &[String]) -> Result<AST, String> {
         let mut scope = Scope::new();
         for name in scope_names {
@@ -104,7 +109,7 @@ impl Sandbox {
             .engine
             .compile_with_scope(&scope, script)
             .map_err(|e| format!("{e} (in `{}`)", one_line(script)))?;
-        Ok(self.lib.merge(&ast))
+        Ok(ast)
     }
 
     /// Evaluates a compiled script in `scope`, leaving the scope as it was.

@@ -191,6 +191,14 @@ impl Machine {
                 Err(e) => errors.push(format!("{}: {e}", source.display(&file))),
             }
         }
+        // Register the library once as a global module: scripts call its functions
+        // without carrying a copy of it in every compiled AST.
+        match rhai::Module::eval_ast_as_new(rhai::Scope::new(), &lib, &sandbox.engine) {
+            Ok(module) => {
+                sandbox.engine.register_global_module(module.into());
+            }
+            Err(e) => errors.push(format!("machine/lib: {e}")),
+        }
         sandbox.lib = lib;
 
         let mut shared = SharedTables::default();
