@@ -10,7 +10,11 @@ fn generated_reference_tables_match_the_machine() {
         .args(["machine", "docs", "--check"])
         .output()
         .expect("run");
-    assert!(out.status.success(), "references/ drifted from machine/; run `metaopt machine docs`:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "references/ drifted from machine/; run `metaopt machine docs`:\n{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -21,7 +25,17 @@ fn readme_graph_is_the_generated_one() {
         .expect("run");
     let graph = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let start = readme.find("<!-- generated:graph:begin -->\n```mermaid\n").expect("graph region") + "<!-- generated:graph:begin -->\n```mermaid\n".len();
-    let end = readme[start..].find("\n```\n<!-- generated:graph:end -->").expect("graph end") + start;
-    assert_eq!(&readme[start..end], graph, "README graph is stale; paste `metaopt machine graph --format mermaid`");
+    let start = readme
+        .find("<!-- generated:graph:begin -->\n```mermaid\n")
+        .expect("graph region")
+        + "<!-- generated:graph:begin -->\n```mermaid\n".len();
+    let end = readme[start..]
+        .find("\n```\n<!-- generated:graph:end -->")
+        .expect("graph end")
+        + start;
+    assert_eq!(
+        &readme[start..end],
+        graph,
+        "README graph is stale; paste `metaopt machine graph --format mermaid`"
+    );
 }

@@ -112,7 +112,7 @@ pub fn run(machine_dir: Option<&Path>, args: AgentArgs) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
-    match execute(&machine, &args) {
+    match execute(machine, &args) {
         Ok(outcome) => {
             crate::say!("{}", to_pretty(&outcome.handoff).trim_end());
             0

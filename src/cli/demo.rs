@@ -51,19 +51,19 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
         crate::tell!("error: {}: {e}", dir.display());
         return super::EXIT_USAGE;
     }
-    if Path::new(layout(&machine, "state")).exists() {
+    if Path::new(layout(machine, "state")).exists() {
         crate::tell!(
             "error: {} already holds a campaign state; pass an empty --dir",
             dir.display()
         );
         return super::EXIT_USAGE;
     }
-    let campaign = layout(&machine, "campaign").to_string();
+    let campaign = layout(machine, "campaign").to_string();
     if let Err(e) = std::fs::write(&campaign, EXAMPLE_CAMPAIGN) {
         crate::tell!("error: {campaign}: {e}");
         return 1;
     }
-    if let Err(e) = crate::exec::preflight::write_simulated_ready(&machine) {
+    if let Err(e) = crate::exec::preflight::write_simulated_ready(machine) {
         crate::tell!("error: {e}");
         return 1;
     }
@@ -76,7 +76,7 @@ pub fn run(machine_dir: Option<&Path>, args: DemoArgs) -> i32 {
     };
     let mut steps = 0;
     let quiet = args.quiet;
-    let last = super::step::drive(&machine, &opts, args.max_steps, 0.0, |turn| {
+    let last = super::step::drive(machine, &opts, args.max_steps, 0.0, |turn| {
         steps += 1;
         if !quiet {
             crate::say!("{}", super::step::describe(turn));

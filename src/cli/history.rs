@@ -25,7 +25,7 @@ pub fn run(machine_dir: Option<&Path>, args: HistoryArgs) -> i32 {
         crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
-    for e in journal::read(&machine) {
+    for e in journal::read(machine) {
         if args.json {
             crate::say!("{e}");
         } else {

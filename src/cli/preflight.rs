@@ -39,7 +39,7 @@ pub fn run(machine_dir: Option<&Path>, args: PreflightArgs) -> i32 {
         crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
-    match preflight::run(&machine, &campaign) {
+    match preflight::run(machine, &campaign) {
         Err(e) => {
             crate::tell!("error: {e}");
             super::EXIT_USAGE

@@ -36,7 +36,7 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
-    let state = match step::read_state(&machine) {
+    let state = match step::read_state(machine) {
         Ok(Some(s)) => s,
         Ok(None) => {
             if args.json {
@@ -44,7 +44,7 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
             } else {
                 crate::say!(
                     "no campaign state yet ({}); run `metaopt step`",
-                    step::layout(&machine, "state")
+                    step::layout(machine, "state")
                 );
             }
             return 0;
@@ -54,7 +54,7 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
             return 1;
         }
     };
-    let load = std::fs::read_to_string(step::layout(&machine, "load_handoff"))
+    let load = std::fs::read_to_string(step::layout(machine, "load_handoff"))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .unwrap_or(Value::Null);
@@ -73,12 +73,12 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
             .pointer("/current_sweep/cumulative_spend_usd")
             .and_then(Value::as_f64)
             .unwrap_or(0.0);
-    let entries = journal::read(&machine);
+    let entries = journal::read(machine);
     let tables_changed = entries.iter().any(|e| e["tables_changed"] == json!(true))
         || entries
             .last()
             .is_some_and(|e| e["machine_hash"].as_str() != Some(machine.hash().as_str()));
-    let pending: Vec<Value> = std::fs::read_dir(step::layout(&machine, "handoffs"))
+    let pending: Vec<Value> = std::fs::read_dir(step::layout(machine, "handoffs"))
         .ok()
         .into_iter()
         .flatten()

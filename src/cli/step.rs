@@ -123,7 +123,7 @@ pub fn run_step(machine_dir: Option<&Path>, args: DriveArgs) -> i32 {
         crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
-    match step(&machine, &args.options()) {
+    match step(machine, &args.options()) {
         Ok(turn) => {
             print_turn(&turn, args.json);
             0
@@ -177,7 +177,7 @@ pub fn run_run(machine_dir: Option<&Path>, args: RunArgs) -> i32 {
     }
     let json = args.drive.json;
     match drive(
-        &machine,
+        machine,
         &args.drive.options(),
         args.max_steps,
         args.poll_interval,

@@ -84,7 +84,7 @@ pub fn run(machine_dir: Option<&Path>, args: ValidateArgs) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let issues = campaign_issues(&machine, &args.file, &args.schema);
+    let issues = campaign_issues(machine, &args.file, &args.schema);
     if issues.is_empty() {
         crate::say!("{}: valid", args.file);
         return 0;
