@@ -262,12 +262,17 @@ fn name_non_finite(v: &mut serde_yaml::Value) -> bool {
             *v = serde_yaml::Value::String(text.into());
             true
         }
-        serde_yaml::Value::Sequence(items) => items
-            .iter_mut()
-            .fold(false, |any, i| name_non_finite(i) || any),
-        serde_yaml::Value::Mapping(m) => m
-            .iter_mut()
-            .fold(false, |any, (_, i)| name_non_finite(i) || any),
+        // Every item is visited (each rename is an effect): no short-circuit.
+        serde_yaml::Value::Sequence(items) => {
+            items.iter_mut().map(name_non_finite).filter(|c| *c).count() > 0
+        }
+        serde_yaml::Value::Mapping(m) => {
+            m.iter_mut()
+                .map(|(_, i)| name_non_finite(i))
+                .filter(|c| *c)
+                .count()
+                > 0
+        }
         serde_yaml::Value::Tagged(t) => name_non_finite(&mut t.value),
         _ => false,
     }
