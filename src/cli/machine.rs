@@ -75,7 +75,7 @@ pub fn run(machine_dir: Option<&Path>, args: MachineArgs) -> i32 {
 fn source(dir: Option<&Path>) -> Result<TableSource, i32> {
     match dir {
         Some(d) => TableSource::from_dir(d).map_err(|e| {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             super::EXIT_USAGE
         }),
         None => Ok(TableSource::embedded()),
@@ -86,7 +86,7 @@ fn source(dir: Option<&Path>) -> Result<TableSource, i32> {
 fn loaded(dir: Option<&Path>) -> Result<RawMachine, i32> {
     let machine = super::load_machine(dir)?;
     RawMachine::parse(&machine.source).ok_or_else(|| {
-        eprintln!("error: states.yaml does not parse");
+        crate::tell!("error: states.yaml does not parse");
         super::EXIT_USAGE
     })
 }
@@ -112,7 +112,7 @@ fn run_graph(dir: Option<&Path>, format: &str) -> i32 {
     let format: GraphFormat = match format.parse() {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             return super::EXIT_USAGE;
         }
     };
@@ -127,7 +127,7 @@ fn run_graph(dir: Option<&Path>, format: &str) -> i32 {
 
 fn run_diff(old: &Path, new: &Path, format: &str) -> i32 {
     if !matches!(format, "text" | "json") {
-        eprintln!("error: unknown diff format `{format}` (expected text or json)");
+        crate::tell!("error: unknown diff format `{format}` (expected text or json)");
         return super::EXIT_USAGE;
     }
     let (o, n) = match (loaded(Some(old)), loaded(Some(new))) {
@@ -151,7 +151,7 @@ fn run_docs(dir: Option<&Path>, root: &Path, check: bool) -> i32 {
     let reports = match docs::run(&m, root, check) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::tell!("error: {e}");
             return super::EXIT_USAGE;
         }
     };

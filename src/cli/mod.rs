@@ -75,9 +75,9 @@ pub fn load_machine(
     match crate::machine::Machine::load(dir) {
         Ok(m) => Ok(Box::leak(Box::new(m))),
         Err(e) => {
-            eprintln!("error: the machine tables do not load:");
+            crate::tell!("error: the machine tables do not load:");
             for line in &e.0 {
-                eprintln!("  {line}");
+                crate::tell!("  {line}");
             }
             Err(EXIT_USAGE)
         }

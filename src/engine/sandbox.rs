@@ -228,8 +228,10 @@ pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String
         return Ok(None);
     }
     if yaml {
+        let doc = serde_yaml::from_str::<Value>(&text)
+            .map_err(|e| (true, format!("invalid yaml: {e}")))?;
         // A YAML mapping with a duplicate key is an error, not "the last one wins"
-        // (deserialising straight into JSON would silently keep the last).
+        // (deserialising straight into JSON silently keeps the last).
         let mut raw = serde_yaml::from_str::<serde_yaml::Value>(&text)
             .map_err(|e| (true, format!("invalid yaml: {e}")))?;
         // JSON has no NaN or infinity: keep `.nan` / `.inf` as text so that the schema
@@ -239,9 +241,8 @@ pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String
                 .map(Some)
                 .map_err(|e| (true, format!("invalid yaml: {e}")));
         }
-        serde_yaml::from_str::<Value>(&text)
-            .map(Some)
-            .map_err(|e| (true, format!("invalid yaml: {e}")))
+        // A document of comments only (or `~`) is as empty as a blank file.
+        Ok(Some(doc).filter(|d| !d.is_null()))
     } else {
         serde_json::from_str::<Value>(&text)
             .map(Some)

@@ -408,11 +408,13 @@ fn apply_outcome(
             state.as_ref(),
             &outcome.handoff,
         )?);
+        persist_state(machine, &before_state, state)?;
+        effects::consume(&outcome.consumes)?;
+        // Backend directives run once their phase's inputs are consumed: a re-poll after
+        // a discarded poll result must not find that result still in place.
         let (done, left) = directives::execute_external(machine, opts, &list)?;
         executed.extend(done);
         turn.directives_for_host.extend(left);
-        persist_state(machine, &before_state, state)?;
-        effects::consume(&outcome.consumes)?;
         let launches = outcome.handoff["launch_requests"]
             .as_array()
             .cloned()
