@@ -270,7 +270,8 @@ impl<'m> Run<'m> {
     }
 
     fn decide(&mut self) -> Result<Option<&'m CompiledRule>, String> {
-        for step in &self.phase.steps {
+        let steps = self.phase.steps(self.machine).map_err(|e| e.join("; "))?;
+        for step in steps {
             match step {
                 CompiledStep::Bind {
                     lets,

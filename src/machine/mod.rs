@@ -84,8 +84,46 @@ pub struct CompiledPhase {
     pub name: String,
     /// The table definition.
     pub def: PhaseDef,
-    /// Steps with fragments spliced in.
-    pub steps: Vec<CompiledStep>,
+    /// Table file of the agent, for messages.
+    pub file: String,
+    /// Steps with fragments spliced in, compiled on first use (see [`Machine::load`]).
+    compiled: std::cell::OnceCell<Result<Vec<CompiledStep>, Vec<String>>>,
+}
+
+impl CompiledPhase {
+    /// The compiled steps; compiles them on first use and reports every error.
+    pub fn steps(&self, machine: &Machine) -> Result<&[CompiledStep], &[String]> {
+        let compiled = self.compiled.get_or_init(|| {
+            let ctx = Ctx {
+                source: &machine.source,
+                file: &self.file,
+                phase: &self.name,
+                sandbox: &machine.sandbox,
+                policy: Some(&machine.policy),
+            };
+            let mut names: Vec<String> = BASE_NAMES.iter().map(|s| s.to_string()).collect();
+            let mut steps = Vec::new();
+            let mut errors = Vec::new();
+            compile_steps(
+                &ctx,
+                &self.def.steps,
+                &machine.fragments,
+                &mut names,
+                &mut steps,
+                &mut errors,
+                0,
+            );
+            if errors.is_empty() {
+                Ok(steps)
+            } else {
+                Err(errors)
+            }
+        });
+        match compiled {
+            Ok(steps) => Ok(steps),
+            Err(errors) => Err(errors),
+        }
+    }
 }
 
 /// A compiled agent table.
@@ -119,6 +157,8 @@ pub struct Machine {
     pub templates: IndexMap<String, TextTemplate>,
     /// The sandbox everything runs in.
     pub sandbox: Sandbox,
+    /// `fragments.yaml`, spliced into phases when they compile.
+    pub fragments: FragmentsTable,
 }
 
 /// Errors found while loading tables, each naming its file.
@@ -158,16 +198,27 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 impl Machine {
     /// Loads the machine from `dir`, or the embedded default when `None`.
+    ///
+    /// Tables from a directory are user-edited: every phase compiles now and every
+    /// error is reported at load time. The embedded tables are the ones `cargo test`
+    /// and `metaopt machine check` verified, so their phases compile on first use:
+    /// a step pays only for the phases it runs.
     pub fn load(dir: Option<&std::path::Path>) -> Result<Self, LoadErrors> {
-        let source = match dir {
-            Some(d) => TableSource::from_dir(d).map_err(|e| LoadErrors(vec![e]))?,
-            None => TableSource::embedded(),
-        };
-        Self::from_source(source)
+        match dir {
+            Some(d) => {
+                Self::from_source(TableSource::from_dir(d).map_err(|e| LoadErrors(vec![e]))?)
+            }
+            None => Self::from_source_with(TableSource::embedded(), false),
+        }
     }
 
     /// Parses and compiles every table of `source`, collecting every error.
     pub fn from_source(source: TableSource) -> Result<Self, LoadErrors> {
+        Self::from_source_with(source, true)
+    }
+
+    /// Parses `source`; compiles every phase now when `eager`, else on first use.
+    pub fn from_source_with(source: TableSource, eager: bool) -> Result<Self, LoadErrors> {
         let mut errors = Vec::new();
         let states: Option<StatesTable> = parse(&source, "states.yaml", &mut errors);
         let policy: Option<PolicyTable> = parse(&source, "policy.yaml", &mut errors);
@@ -275,30 +326,13 @@ impl Machine {
             };
             let mut phases = IndexMap::new();
             for (pname, def) in &table.phases {
-                let ctx = Ctx {
-                    source: &source,
-                    file: &file,
-                    phase: pname,
-                    sandbox: &sandbox,
-                    policy: policy.as_ref(),
-                };
-                let mut names = base.clone();
-                let mut steps = Vec::new();
-                compile_steps(
-                    &ctx,
-                    &def.steps,
-                    &fragments,
-                    &mut names,
-                    &mut steps,
-                    &mut errors,
-                    0,
-                );
                 phases.insert(
                     pname.clone(),
                     CompiledPhase {
                         name: pname.clone(),
                         def: def.clone(),
-                        steps,
+                        file: file.clone(),
+                        compiled: std::cell::OnceCell::new(),
                     },
                 );
             }
@@ -357,8 +391,18 @@ impl Machine {
             directive_templates,
             templates,
             sandbox,
+            fragments,
         };
         errors.extend(machine.reference_errors());
+        if eager {
+            for agent in machine.agents.values() {
+                for phase in agent.phases.values() {
+                    if let Err(e) = phase.steps(&machine) {
+                        errors.extend(e.iter().cloned());
+                    }
+                }
+            }
+        }
         if errors.is_empty() {
             Ok(machine)
         } else {
@@ -399,16 +443,18 @@ impl Machine {
         }
         for agent in self.agents.values() {
             for phase in agent.phases.values() {
-                for step in &phase.steps {
-                    if let CompiledStep::Rule(rule) = step
-                        && let Some(next) = &rule.next
+                let mut rules = Vec::new();
+                raw_rules(&phase.def.steps, &self.fragments, &mut rules, 0);
+                for rule in rules {
+                    if let (Some(name), Some(next)) = (&rule.name, &rule.next)
+                        && !next.starts_with('=')
                         && !self.states.states.contains_key(next)
                     {
                         errors.push(format!(
                             "{}: phases.{}.{}: next: unknown state `{next}`{}",
                             self.source.display(&agent.file),
                             phase.name,
-                            rule.name,
+                            name,
                             suggest(next, self.states.states.keys())
                         ));
                     }
@@ -441,6 +487,21 @@ impl Machine {
     /// Hash of the tables in force.
     pub fn hash(&self) -> String {
         self.source.hash()
+    }
+}
+
+/// Every step of `steps` with fragments spliced in (uncompiled).
+fn raw_rules<'a>(
+    steps: &'a [StepDef],
+    fragments: &'a FragmentsTable,
+    out: &mut Vec<&'a StepDef>,
+    depth: usize,
+) {
+    for step in steps {
+        match step.use_fragment.as_ref().and_then(|f| fragments.get(f)) {
+            Some(inner) if depth < 8 => raw_rules(inner, fragments, out, depth + 1),
+            _ => out.push(step),
+        }
     }
 }
 

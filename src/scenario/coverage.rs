@@ -39,7 +39,7 @@ pub fn inventory(machine: &Machine) -> Vec<(RuleKey, Option<String>)> {
     let mut out = Vec::new();
     for agent in machine.agents.values() {
         for phase in agent.phases.values() {
-            for step in &phase.steps {
+            for step in phase.steps(machine).unwrap_or_default() {
                 if let CompiledStep::Rule(rule) = step {
                     out.push((
                         (
