@@ -7,6 +7,8 @@
 //! paths the case allows to change. A case marked `known_bug` only has to run
 //! without a panic or a hang; its other expectations are reported, not enforced.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use serde::Deserialize;

@@ -56,7 +56,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent)?;
+    fs::create_dir_all(&parent).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot create directory {}: {e}", parent.display()),
+        )
+    })?;
     let mut tmp = tempfile::NamedTempFile::new_in(&parent)?;
     tmp.write_all(contents)?;
     tmp.as_file().sync_all()?;
