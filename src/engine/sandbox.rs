@@ -246,7 +246,25 @@ pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String
     } else {
         serde_json::from_str::<Value>(&text)
             .map(Some)
-            .map_err(|e| (true, format!("invalid json: {e}")))
+            .map_err(|e| (true, format!("invalid json: {e}{}", near(&text, &e))))
+    }
+}
+
+/// ` near `…`` : the text around a JSON syntax error, so that the message shows the field.
+fn near(text: &str, e: &serde_json::Error) -> String {
+    let Some(line) = e.line().checked_sub(1).and_then(|l| text.lines().nth(l)) else {
+        return String::new();
+    };
+    let chars: Vec<char> = line.chars().collect();
+    let at = e.column().min(chars.len());
+    let snippet: String = chars[at.saturating_sub(40)..(at + 20).min(chars.len())]
+        .iter()
+        .collect();
+    let snippet = snippet.trim();
+    if snippet.is_empty() {
+        String::new()
+    } else {
+        format!(" near `{snippet}`")
     }
 }
 
