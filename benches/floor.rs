@@ -1,0 +1,31 @@
+//! The serde floor: parse the large campaign's state file into a `serde_json::Value` and
+//! pretty-print it again. No phase that reads and rewrites the state can be faster, so
+//! the large-campaign targets are stated as a multiple of it (`scripts/bench.sh`).
+//!
+//! `cargo bench --bench floor` (add `-- --quick` for a fast estimate).
+
+#[path = "support/large.rs"]
+mod large;
+
+use criterion::Criterion;
+use std::hint::black_box;
+use std::time::Duration;
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    large::generate(dir.path(), 42).expect("generate the large project");
+    let text = std::fs::read_to_string(dir.path().join(large::STATE_PATH)).expect("state file");
+    let mut c = Criterion::default().configure_from_args();
+    let mut group = c.benchmark_group("floor");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("large/parse+pretty", |b| {
+        b.iter(|| large::floor_once(black_box(&text)))
+    });
+    group.bench_function("large/parse", |b| {
+        b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(black_box(&text)).ok()))
+    });
+    group.finish();
+    c.final_summary();
+}
