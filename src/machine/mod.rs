@@ -183,6 +183,11 @@ fn parse<T: serde::de::DeserializeOwned>(
         errors.push(format!("{}: missing table file", source.display(file)));
         return None;
     };
+    if let Some(json) = source.json(file)
+        && let Ok(v) = serde_json::from_str(json)
+    {
+        return Some(v);
+    }
     match serde_yaml::from_str(text) {
         Ok(v) => Some(v),
         Err(e) => {

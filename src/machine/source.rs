@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/machine");
+/// The same YAML tables converted to JSON by `build.rs` (faster to parse).
+static EMBEDDED_JSON: Dir<'static> = include_dir!("$OUT_DIR/machine-json");
 
 /// Table files by path relative to the machine root.
 #[derive(Debug, Clone)]
@@ -14,6 +16,8 @@ pub struct TableSource {
     /// Directory the tables were read from (`None` = embedded).
     pub root: Option<PathBuf>,
     files: BTreeMap<String, String>,
+    /// JSON renderings of YAML tables (embedded tables only), by YAML path.
+    json: BTreeMap<String, String>,
 }
 
 impl TableSource {
@@ -34,7 +38,21 @@ impl TableSource {
             }
         }
         walk(&EMBEDDED, &mut files);
-        Self { root: None, files }
+        let mut converted = BTreeMap::new();
+        walk(&EMBEDDED_JSON, &mut converted);
+        let json = converted
+            .into_iter()
+            .filter_map(|(k, v)| {
+                k.strip_suffix(".json")
+                    .map(|stem| (format!("{stem}.yaml"), v))
+            })
+            .filter(|(k, _)| files.contains_key(k))
+            .collect();
+        Self {
+            root: None,
+            files,
+            json,
+        }
     }
 
     /// Every `.yaml`, `.rhai` and `.md` file under `dir`.
@@ -73,12 +91,22 @@ impl TableSource {
         Ok(Self {
             root: Some(dir.to_path_buf()),
             files,
+            json: BTreeMap::new(),
         })
     }
 
     /// Tables from an in-memory file map (tests, mutation testing).
     pub fn from_files(root: Option<PathBuf>, files: BTreeMap<String, String>) -> Self {
-        Self { root, files }
+        Self {
+            root,
+            files,
+            json: BTreeMap::new(),
+        }
+    }
+
+    /// The JSON rendering of a YAML table, when one was made at build time.
+    pub fn json(&self, rel: &str) -> Option<&str> {
+        self.json.get(rel).map(String::as_str)
     }
 
     /// Text of a table file.
