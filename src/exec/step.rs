@@ -182,10 +182,13 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
         done: machine.is_terminal(&current),
         guards: vec![],
     };
+    let args = project_args(machine, opts);
     if turn.done {
+        let names = &machine.policy.orchestrator.terminal_step_directives;
+        let directives = template_directives(machine, names, &args, &crate::now())?;
+        turn.directives_executed = directives::execute_builtin(machine, &directives, state.as_ref(), &Value::Null)?;
         return Ok(turn);
     }
-    let args = project_args(machine, opts);
     let now = crate::now();
 
     // Every step re-validates the campaign: LOAD_CAMPAIGN's phase runs each time.
@@ -479,9 +482,14 @@ fn protocol_directives(
     args: &PhaseArgs,
     now: &str,
 ) -> Result<Vec<Value>, String> {
+    template_directives(machine, &machine.policy.orchestrator.protocol_violation_directives, args, now)
+}
+
+/// Evaluates the named directive templates of `policy.yaml`.
+fn template_directives(machine: &Machine, names: &[String], args: &PhaseArgs, now: &str) -> Result<Vec<Value>, String> {
     let mut scope = crate::engine::phase::base_scope(machine, args, now);
     let mut out = Vec::new();
-    for name in &machine.policy.orchestrator.protocol_violation_directives {
+    for name in names {
         let t = machine
             .directive_templates
             .get(name)

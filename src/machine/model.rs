@@ -271,6 +271,10 @@ pub struct OrchestratorPolicy {
     pub protocol_violation_state: String,
     /// Directive templates executed on a protocol violation.
     pub protocol_violation_directives: Vec<String>,
+    /// Directive templates a step in a terminal state runs (idempotent cleanup, e.g. a
+    /// resume hook left behind by a crash).
+    #[serde(default)]
+    pub terminal_step_directives: Vec<String>,
     /// Project-relative paths of the workspace.
     pub layout: IndexMap<String, String>,
 }
