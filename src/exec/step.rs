@@ -186,7 +186,8 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     if turn.done {
         let names = &machine.policy.orchestrator.terminal_step_directives;
         let directives = template_directives(machine, names, &args, &crate::now())?;
-        turn.directives_executed = directives::execute_builtin(machine, &directives, state.as_ref(), &Value::Null)?;
+        turn.directives_executed =
+            directives::execute_builtin(machine, &directives, state.as_ref(), &Value::Null)?;
         return Ok(turn);
     }
     let now = crate::now();
@@ -482,11 +483,21 @@ fn protocol_directives(
     args: &PhaseArgs,
     now: &str,
 ) -> Result<Vec<Value>, String> {
-    template_directives(machine, &machine.policy.orchestrator.protocol_violation_directives, args, now)
+    template_directives(
+        machine,
+        &machine.policy.orchestrator.protocol_violation_directives,
+        args,
+        now,
+    )
 }
 
 /// Evaluates the named directive templates of `policy.yaml`.
-fn template_directives(machine: &Machine, names: &[String], args: &PhaseArgs, now: &str) -> Result<Vec<Value>, String> {
+fn template_directives(
+    machine: &Machine,
+    names: &[String],
+    args: &PhaseArgs,
+    now: &str,
+) -> Result<Vec<Value>, String> {
     let mut scope = crate::engine::phase::base_scope(machine, args, now);
     let mut out = Vec::new();
     for name in names {
