@@ -75,12 +75,7 @@ impl AgentArgs {
             preflight_path: self.preflight_path.clone(),
             secondary: self.secondary,
             apply_state: self.apply_state,
-            available_models: self
-                .available_models
-                .iter()
-                .filter(|m| !m.is_empty())
-                .cloned()
-                .collect(),
+            available_models: super::offered_models(&self.available_models),
         }
     }
 }

@@ -17,14 +17,10 @@ pub struct HistoryArgs {
 
 /// `metaopt history`.
 pub fn run(machine_dir: Option<&Path>, args: HistoryArgs) -> i32 {
-    let machine = match super::load_machine(machine_dir) {
+    let machine = match super::open_project(machine_dir, &args.project) {
         Ok(m) => m,
         Err(code) => return code,
     };
-    if let Err(e) = super::step::enter(&args.project) {
-        crate::tell!("error: {e}");
-        return super::EXIT_USAGE;
-    }
     for e in journal::read(machine) {
         if args.json {
             crate::say!("{e}");

@@ -84,6 +84,24 @@ pub fn load_machine(
     }
 }
 
+/// Loads the machine and enters the project directory (exit code on failure).
+pub fn open_project(
+    machine_dir: Option<&std::path::Path>,
+    project: &std::path::Path,
+) -> Result<&'static crate::machine::Machine, i32> {
+    let machine = load_machine(machine_dir)?;
+    step::enter(project).map_err(|e| {
+        crate::tell!("error: {e}");
+        EXIT_USAGE
+    })?;
+    Ok(machine)
+}
+
+/// Host-offered models from a comma list, empty entries dropped.
+pub fn offered_models(list: &[String]) -> Vec<String> {
+    list.iter().filter(|m| !m.is_empty()).cloned().collect()
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> i32 {
     let machine_dir = cli.machine.as_deref();

@@ -28,14 +28,10 @@ fn bar(spent: f64, cap: f64) -> String {
 
 /// `metaopt status`.
 pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
-    let machine = match super::load_machine(machine_dir) {
+    let machine = match super::open_project(machine_dir, &args.project) {
         Ok(m) => m,
         Err(code) => return code,
     };
-    if let Err(e) = super::step::enter(&args.project) {
-        crate::tell!("error: {e}");
-        return super::EXIT_USAGE;
-    }
     let state = match step::read_state(machine) {
         Ok(Some(s)) => s,
         Ok(None) => {

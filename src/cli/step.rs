@@ -37,12 +37,7 @@ impl DriveArgs {
             executor: self.executor,
             simulate_workers: self.simulate_workers,
             seed: self.seed,
-            available_models: self
-                .available_models
-                .iter()
-                .filter(|m| !m.is_empty())
-                .cloned()
-                .collect(),
+            available_models: super::offered_models(&self.available_models),
         }
     }
 }

@@ -220,23 +220,7 @@ pub fn normalize_ws(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Expands a YAML merge key (`<<: *anchor`): anchor entries first, explicit keys win.
-fn expand_merge_key(map: &IndexMap<String, Yaml>) -> IndexMap<String, Yaml> {
-    let mut out = IndexMap::new();
-    if let Some(Yaml::Mapping(base)) = map.get("<<") {
-        for (k, v) in base {
-            if let Some(k) = k.as_str() {
-                out.insert(k.to_string(), v.clone());
-            }
-        }
-    }
-    for (k, v) in map {
-        if k != "<<" {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    out
-}
+use super::expand_merge_key;
 
 fn parse<T: serde::de::DeserializeOwned>(
     source: &TableSource,

@@ -518,7 +518,7 @@ pub fn phase_choice_names() -> Vec<String> {
 }
 
 /// Expands a YAML merge key (`<<: *anchor`): anchor entries first, explicit keys win.
-fn expand_merge_key(map: &IndexMap<String, Yaml>) -> IndexMap<String, Yaml> {
+pub(crate) fn expand_merge_key(map: &IndexMap<String, Yaml>) -> IndexMap<String, Yaml> {
     let mut out = IndexMap::new();
     if let Some(Yaml::Mapping(base)) = map.get("<<") {
         for (k, v) in base {
