@@ -53,6 +53,11 @@ pub struct SharedTables {
 pub struct Sandbox {
     /// The sandboxed engine.
     pub engine: Engine,
+    /// The engine guards run in: the same, plus the string/array/map size limits.
+    /// (rhai re-measures a whole value after each change when size limits are on,
+    /// which makes bindings over large states quadratic; bindings are bounded by the
+    /// operation budget and the 16 MiB read cap instead.)
+    pub guard_engine: Engine,
     /// Functions of `machine/lib/*.rhai` (also registered as a global module).
     pub lib: AST,
     /// Tables the primitives read.
@@ -65,38 +70,30 @@ impl Sandbox {
     /// Builds the sandboxed engine and registers the primitives.
     pub fn new() -> Self {
         let shared = Rc::new(RefCell::new(SharedTables::default()));
-        let mut engine = Engine::new();
         let budget = Rc::new(std::cell::Cell::new(limits::MAX_OPERATIONS));
-        let watched = budget.clone();
-        engine.on_progress(move |ops| {
-            (ops > watched.get()).then(|| {
-                Dynamic::from(format!(
-                    "exceeded the sandbox operation limit of {}",
-                    watched.get()
-                ))
-            })
-        });
-        engine
-            .set_strict_variables(true)
-            .set_max_operations(limits::MAX_OPERATIONS + 1)
-            .set_max_call_levels(limits::MAX_CALL_LEVELS)
-            .set_max_expr_depths(limits::MAX_EXPR_DEPTH.0, limits::MAX_EXPR_DEPTH.1)
+        let mut engine = configured(&budget, &shared);
+        let mut guard_engine = configured(&budget, &shared);
+        guard_engine
             .set_max_string_size(limits::MAX_STRING)
             .set_max_array_size(limits::MAX_ARRAY)
-            .set_max_map_size(limits::MAX_MAP)
-            .set_max_modules(1)
-            .disable_symbol("eval")
-            .disable_symbol("import")
-            .disable_symbol("export");
-        engine.on_print(|_| {});
-        engine.on_debug(|_, _, _| {});
-        register_primitives(&mut engine, &shared);
+            .set_max_map_size(limits::MAX_MAP);
+        engine
+            .set_max_string_size(0)
+            .set_max_array_size(0)
+            .set_max_map_size(0);
         Self {
             engine,
+            guard_engine,
             lib: AST::empty(),
             shared,
             budget,
         }
+    }
+
+    /// Registers a library module on both engines.
+    pub fn register_global_module(&mut self, module: rhai::Shared<rhai::Module>) {
+        self.engine.register_global_module(module.clone());
+        self.guard_engine.register_global_module(module);
     }
 
     /// Compiles a script against the names in `scope_names` (library functions are global).
@@ -130,11 +127,43 @@ impl Sandbox {
     ) -> Result<Dynamic, String> {
         self.budget.set(budget);
         let len = scope.len();
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, ast);
+        let engine = if budget == limits::GUARD_OPERATIONS {
+            &self.guard_engine
+        } else {
+            &self.engine
+        };
+        let result = engine.eval_ast_with_scope::<Dynamic>(scope, ast);
         scope.rewind(len);
         self.budget.set(limits::MAX_OPERATIONS);
         result.map_err(|e| describe_error(&e))
     }
+}
+
+/// An engine with the sandbox settings and primitives (size limits are set by the caller).
+fn configured(budget: &Rc<std::cell::Cell<u64>>, shared: &Rc<RefCell<SharedTables>>) -> Engine {
+    let mut engine = Engine::new();
+    let watched = budget.clone();
+    engine.on_progress(move |ops| {
+        (ops > watched.get()).then(|| {
+            Dynamic::from(format!(
+                "exceeded the sandbox operation limit of {}",
+                watched.get()
+            ))
+        })
+    });
+    engine
+        .set_strict_variables(true)
+        .set_max_operations(limits::MAX_OPERATIONS + 1)
+        .set_max_call_levels(limits::MAX_CALL_LEVELS)
+        .set_max_expr_depths(limits::MAX_EXPR_DEPTH.0, limits::MAX_EXPR_DEPTH.1)
+        .set_max_modules(1)
+        .disable_symbol("eval")
+        .disable_symbol("import")
+        .disable_symbol("export");
+    engine.on_print(|_| {});
+    engine.on_debug(|_, _, _| {});
+    register_primitives(&mut engine, shared);
+    engine
 }
 
 impl Default for Sandbox {

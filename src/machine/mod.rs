@@ -251,7 +251,7 @@ impl Machine {
         // without carrying a copy of it in every compiled AST.
         match rhai::Module::eval_ast_as_new(rhai::Scope::new(), &lib, &sandbox.engine) {
             Ok(module) => {
-                sandbox.engine.register_global_module(module.into());
+                sandbox.register_global_module(module.into());
             }
             Err(e) => errors.push(format!("machine/lib: {e}")),
         }
