@@ -52,8 +52,16 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 run=$work/run
 
+# What is measured: the commit, +dirty when the sources differ from it (others may commit
+# while this runs; the binary is built once, here).
+commit=$(git -C "$root" rev-parse --short HEAD)
+[[ -z $(git -C "$root" status --porcelain -- src machine build.rs Cargo.toml) ]] || commit+="+dirty"
 echo "building the release binary and preparing projects in $work ..." >&2
 cargo build --release --quiet
+# Measure a copy: the prepare step's `cargo bench` rebuilds target/release/metaopt when
+# the sources changed in the meantime (other people commit to the tree).
+cp "$bin" "$work/metaopt"
+bin=$work/metaopt
 METAOPT_BENCH_PREPARE=$work cargo bench --quiet --bench phases >&2
 manifest=$work/manifest.tsv
 
@@ -142,7 +150,7 @@ field() { # field SIZE CASE COLUMN
 
 table=$work/table.md
 {
-  echo "metaopt $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- src machine Cargo.toml || echo '+dirty'), $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg) at start; reps: example $reps, large $large_reps"
+  echo "metaopt $commit, $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg) at start; reps: example $reps, large $large_reps"
   echo
   echo "| phase | example median ms | large median ms | large peak RSS MiB | state size MiB | floor ms | ratio to floor | example < 3 ms | large < 150 ms | RSS < 4×state+30 MiB | ≤ 3× floor |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -186,6 +194,7 @@ fi
 {
   echo
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). Phase labels carry the rule that decided."
-  echo "floor = serde_json::from_str::<Value> + to_string_pretty of that project's state file, in-process (median of 9)."
+  echo "floor = serde_json::from_str::<Value> + to_string_pretty of that project's state file, in-process (median of 9,"
+  echo "measured while the projects are prepared; \`cargo bench --bench floor\` gives a steadier figure)."
 } >>"$table"
 cat "$table"
