@@ -581,8 +581,8 @@ fn every_machine_like_token_in_the_documents_exists() {
 fn per_iteration_paths_match_paths_rhai() {
     let t = tables();
     let lib = read("machine/lib/paths.rhai");
-    let def =
-        Regex::new(r#"iter_file\(args\.([a-z_]+), "([a-z-]+)", state, "\.([a-z]+)"\)"#).unwrap();
+    let def = Regex::new(r#"iter_file\(args\.([a-z_]+), "([a-z-]+)", iteration, "\.([a-z]+)"\)"#)
+        .unwrap();
     // stem-iter-<N>.ext -> directory
     let mut table: BTreeMap<String, String> = BTreeMap::new();
     for c in def.captures_iter(&lib) {

@@ -333,6 +333,18 @@ pub fn schema_issues(
     schema: &str,
     doc: &Value,
 ) -> Result<Vec<String>, String> {
+    schema_issues_with(engine, shared, schema, doc, None).map(|(issues, _)| issues)
+}
+
+/// [`schema_issues`], converting `doc` for the cross checks only once: the rhai value
+/// is taken from `converted` when given and handed back for reuse (large states).
+fn schema_issues_with(
+    engine: &Engine,
+    shared: &SharedTables,
+    schema: &str,
+    doc: &Value,
+    converted: Option<Dynamic>,
+) -> Result<(Vec<String>, Option<Dynamic>), String> {
     let compiled = shared
         .schemas
         .get(schema)
@@ -342,7 +354,7 @@ pub fn schema_issues(
         && let Some(checks) = shared.schema_checks.get(schema)
     {
         let mut scope = Scope::new();
-        scope.push_dynamic("value", to_dynamic(doc));
+        scope.push_dynamic("value", converted.unwrap_or_else(|| to_dynamic(doc)));
         for (guard, message) in checks {
             let broken = engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, guard)
@@ -354,8 +366,9 @@ pub fn schema_issues(
                 issues.push(msg.to_string());
             }
         }
+        return Ok((issues, scope.remove::<Dynamic>("value")));
     }
-    Ok(issues)
+    Ok((issues, converted))
 }
 
 fn read_doc(
@@ -368,15 +381,23 @@ fn read_doc(
     match parse_file(path, yaml) {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
         Ok(Some(doc)) => {
-            let issues = if schema.is_empty() {
-                vec![]
+            let converted = to_dynamic(&doc);
+            let (issues, converted) = if schema.is_empty() {
+                (vec![], Some(converted))
             } else {
-                match schema_issues(ctx.engine(), &shared.borrow(), schema, &doc) {
-                    Ok(i) => i,
-                    Err(e) => vec![e],
+                match schema_issues_with(
+                    ctx.engine(),
+                    &shared.borrow(),
+                    schema,
+                    &doc,
+                    Some(converted),
+                ) {
+                    Ok(r) => r,
+                    Err(e) => (vec![e], None),
                 }
             };
-            read_result(path, Ok((to_dynamic(&doc), false)), issues)
+            let value = converted.unwrap_or_else(|| to_dynamic(&doc));
+            read_result(path, Ok((value, false)), issues)
         }
         Err(e) => read_result(path, Err(e), vec![]),
     }
