@@ -523,6 +523,27 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
             .max()
             .unwrap_or(0)
     });
+    engine.register_fn("join", |items: Array, sep: &str| -> String {
+        items
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(sep)
+    });
+    engine.register_fn(
+        "join_field",
+        |items: Array, field: &str, sep: &str| -> String {
+            items
+                .iter()
+                .map(|item| {
+                    item.read_lock::<Map>()
+                        .and_then(|m| m.get(field).map(|v| v.to_string()))
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join(sep)
+        },
+    );
     engine.register_fn("append_unique", |list: Array, extra: Array| -> Array {
         let mut seen: std::collections::HashSet<String> =
             list.iter().map(|v| v.to_string()).collect();
