@@ -278,6 +278,11 @@ pub fn dispatch(
         .phase_guards
         .get(current)
         .ok_or(format!("state `{current}` has no phases"))?;
+    // A state whose first phase choice is unguarded needs no scope: skip converting the
+    // whole state (the common case, and a large cost for large campaigns).
+    if let Some((None, phase)) = guards.first() {
+        return Ok((agent, phase.clone()));
+    }
     let mut scope = crate::engine::phase::base_scope(
         machine,
         &project_args(machine, &StepOptions::default()),
