@@ -103,13 +103,20 @@ pub fn execute(machine: &Machine, args: &AgentArgs) -> Result<PhaseOutcome, Stri
 
 /// `metaopt agent`.
 pub fn run(machine_dir: Option<&Path>, args: AgentArgs) -> i32 {
+    crate::engine::timing::mark("process start");
     let machine = match super::load_machine(machine_dir) {
         Ok(m) => m,
         Err(code) => return code,
     };
+    crate::engine::timing::mark("load tables");
+    crate::engine::phase::leak_scopes_until_exit();
     match execute(machine, &args) {
         Ok(outcome) => {
+            crate::engine::timing::mark("write files");
             crate::say!("{}", to_pretty(&outcome.handoff).trim_end());
+            crate::engine::timing::mark("print handoff");
+            // The process ends here: its memory goes back without a destructor walk.
+            std::mem::forget(outcome);
             0
         }
         Err(e) => {

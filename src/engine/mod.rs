@@ -1,5 +1,6 @@
 //! The interpreter: sandbox, templates, phase runner, patches, handoff validation.
 
+pub mod doc_cache;
 pub mod effects;
 pub mod handoff;
 pub mod patch;
@@ -8,5 +9,6 @@ pub mod render;
 pub mod sandbox;
 pub mod schema;
 pub mod template;
+pub mod timing;
 pub mod trace;
 pub mod workers;

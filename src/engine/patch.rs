@@ -16,6 +16,37 @@ pub fn diff(old: &Value, new: &Value, skip: &[&str]) -> Value {
     Value::Object(out)
 }
 
+/// [`diff`] where only `keys` can differ: `old` holds those of them the old state had,
+/// `new` is the whole new state. Equal to `diff(old_state, new)` for such states.
+pub fn diff_keys(old: &Map<String, Value>, new: &Value, keys: &[String], skip: &[&str]) -> Value {
+    let mut out = Map::new();
+    let empty = Map::new();
+    let new_map = new.as_object().unwrap_or(&empty);
+    for key in keys {
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
+        match (old.get(key), new_map.get(key)) {
+            (Some(o), Some(n)) if o == n => {}
+            (Some(Value::Object(o)), Some(Value::Object(n))) => {
+                let mut inner = Map::new();
+                diff_maps(o, n, &[], &mut inner);
+                if !inner.is_empty() {
+                    out.insert(key.clone(), Value::Object(inner));
+                }
+            }
+            (_, Some(n)) => {
+                out.insert(key.clone(), n.clone());
+            }
+            (Some(_), None) => {
+                out.insert(key.clone(), Value::Null);
+            }
+            (None, None) => {}
+        }
+    }
+    Value::Object(out)
+}
+
 fn diff_maps(
     old: &Map<String, Value>,
     new: &Map<String, Value>,
@@ -93,6 +124,27 @@ pub fn leaf_paths(patch: &Value) -> Vec<Vec<String>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn diff_keys_equals_the_full_diff() {
+        let old = json!({"a": {"x": 1, "y": 2}, "b": [1], "c": null, "d": 4, "machine_state": "A"});
+        let new =
+            json!({"a": {"x": 1, "y": 3}, "b": [1], "c": null, "e": null, "machine_state": "B"});
+        let keys: Vec<String> = ["a", "b", "c", "d", "e", "machine_state"]
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        let before = old.as_object().unwrap().clone();
+        let skip = ["machine_state"];
+        assert_eq!(
+            diff_keys(&before, &new, &keys, &skip),
+            diff(&old, &new, &skip)
+        );
+        assert_eq!(
+            diff_keys(&before, &new, &keys, &skip),
+            json!({"a": {"y": 3}, "d": null, "e": null})
+        );
+    }
 
     #[test]
     fn diff_then_apply_roundtrips() {

@@ -168,6 +168,16 @@ pub fn base_scope(machine: &Machine, args: &PhaseArgs, now: &str) -> Scope<'stat
     scope
 }
 
+static LEAK_SCOPES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For one-shot commands (`metaopt agent`, `metaopt step`): phase scopes are not freed
+/// but left to the process exit. Freeing the copies of a large state a phase binds
+/// (maps of maps) costs tens of milliseconds the exit does for nothing. Long-running
+/// commands (`run`, `demo`, `test`) never call this.
+pub fn leak_scopes_until_exit() {
+    LEAK_SCOPES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Runs `phase` of `agent` with `args` at time `now`.
 pub fn run_phase(
     machine: &Machine,
@@ -186,9 +196,15 @@ pub fn run_phase(
         warnings: Vec::new(),
         guards: Vec::new(),
     };
-    let outcome = match run.decide() {
+    crate::engine::timing::mark("phase start");
+    let decided = run.decide();
+    crate::engine::timing::mark("decide");
+    let outcome = match decided {
         Ok(Some(rule)) => match run.outcome(rule, args) {
-            Ok(o) => match o.new_state.as_ref().and_then(|s| state_problem(machine, s)) {
+            Ok(o) => match o.new_state.as_ref().and_then(|s| {
+                crate::engine::timing::mark("outcome");
+                state_problem(machine, s)
+            }) {
                 // Never hand on a state the next step could not load (an input the
                 // tables copied into it unchecked): the phase fails instead.
                 Some(problem) => {
@@ -206,18 +222,46 @@ pub fn run_phase(
         Ok(None) => run.engine_error("no rule matched"),
         Err(e) => run.engine_error(&e),
     };
+    crate::engine::timing::mark("state check");
     crate::engine::trace::record(&agent.table.agent, &phase.name, &outcome);
+    if LEAK_SCOPES.load(std::sync::atomic::Ordering::Relaxed) {
+        std::mem::forget(run.scope);
+    }
     outcome
 }
 
 /// Schema the state file is loaded with (`machine/schemas/state.yaml`).
 const STATE_SCHEMA: &str = "state";
 
+/// The deepest nesting of arrays and objects serde_json reads back (its recursion limit).
+const MAX_NESTING: usize = 127;
+
+/// How deeply arrays and objects nest in `v` (a scalar: 0); stops counting past the limit.
+fn nesting(v: &Value) -> usize {
+    fn walk(v: &Value, depth: usize) -> usize {
+        if depth > MAX_NESTING {
+            return depth;
+        }
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(m) => Box::new(m.values()),
+            _ => return depth,
+        };
+        children
+            .map(|c| walk(c, depth + 1))
+            .max()
+            .unwrap_or(depth + 1)
+            .max(depth + 1)
+    }
+    walk(v, 0)
+}
+
 /// Why `state`, once written, would not load back strictly (JSON nesting, schema), if so.
 fn state_problem(machine: &Machine, state: &Value) -> Option<String> {
-    let text = crate::engine::handoff::to_pretty(state);
-    if let Err(e) = serde_json::from_str::<Value>(&text) {
-        return Some(format!("invalid json: {e}"));
+    if nesting(state) > MAX_NESTING {
+        return Some(format!(
+            "invalid json: recursion limit exceeded (arrays and objects nested deeper than {MAX_NESTING})"
+        ));
     }
     let issues = crate::engine::sandbox::schema_issues(
         &machine.sandbox.engine,
@@ -247,6 +291,7 @@ impl<'m> Run<'m> {
                 .eval_dynamic(t)
                 .map_err(|e| format!("let `{name}`: {e}"))?;
             self.scope.push_dynamic(name.clone(), v);
+            crate::engine::timing::mark(&format!("let {name}"));
         }
         Ok(())
     }
@@ -372,6 +417,54 @@ impl<'m> Run<'m> {
         }
     }
 
+    /// The state the rule writes and its patch against the binding named `state`.
+    fn new_state(&mut self, rule: &CompiledRule) -> Result<(Value, Value), String> {
+        let base = self
+            .scope
+            .get_value::<Dynamic>("state")
+            .map(|d| to_json(&d))
+            .filter(Value::is_object)
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        let skip = ["machine_state", "status"];
+        if let Some(t) = &rule.new_state {
+            // A whole new state: diffed against the base key by key.
+            let mut new_state = self.eval(t)?;
+            for (path, t) in &rule.set {
+                let v = self
+                    .eval(t)
+                    .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
+                set_path(&mut new_state, path, v);
+            }
+            return Ok((patch::diff(&base, &new_state, &skip), new_state));
+        }
+        // The base with `set` applied: only the top-level keys a `set` touches can
+        // differ, so they alone are kept aside and diffed (no copy of a large state).
+        let mut new_state = base;
+        let mut before = Map::new();
+        let mut touched: Vec<String> = Vec::new();
+        for (path, t) in &rule.set {
+            let v = self
+                .eval(t)
+                .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
+            if let (Some(top), Value::Object(m)) = (path.first(), &mut new_state)
+                && !touched.contains(top)
+            {
+                touched.push(top.clone());
+                let old = if path.len() == 1 {
+                    m.remove(top)
+                } else {
+                    m.get(top).cloned()
+                };
+                if let Some(old) = old {
+                    before.insert(top.clone(), old);
+                }
+            }
+            set_path(&mut new_state, path, v);
+        }
+        let patch_value = patch::diff_keys(&before, &new_state, &touched, &skip);
+        Ok((patch_value, new_state))
+    }
+
     fn outcome(&mut self, rule: &CompiledRule, args: &PhaseArgs) -> Result<PhaseOutcome, String> {
         for (k, t) in &rule.output {
             let v = self.eval(t).map_err(|e| format!("output `{k}`: {e}"))?;
@@ -408,50 +501,22 @@ impl<'m> Run<'m> {
         let recommended = if forced_null { None } else { next };
 
         // State: the binding named `state` is the base the patch is computed against.
-        let base = self
-            .scope
-            .get_value::<Dynamic>("state")
-            .map(|d| to_json(&d))
-            .unwrap_or(Value::Null);
-        let base = if base.is_object() {
-            base
+        let (patch_value, state_out) = if !self.agent.table.patches_state {
+            (Value::Null, None)
+        } else if rule.preserve_state {
+            (json!({}), None)
         } else {
-            Value::Object(Map::new())
-        };
-        let mut new_state = match &rule.new_state {
-            Some(t) => self.eval(t)?,
-            None => base.clone(),
-        };
-        for (path, t) in &rule.set {
-            let v = self
-                .eval(t)
-                .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
-            set_path(&mut new_state, path, v);
-        }
-        let skip = ["machine_state", "status"];
-        let patch_value = if self.agent.table.patches_state {
-            if rule.preserve_state {
-                json!({})
-            } else {
-                patch::diff(&base, &new_state, &skip)
-            }
-        } else {
-            Value::Null
-        };
-        let state_out =
-            if self.agent.table.patches_state && !rule.preserve_state && new_state.is_object() {
-                if let Some(target) =
+            let (patch_value, mut new_state) = self.new_state(rule)?;
+            if new_state.is_object()
+                && let Some(target) =
                     recommended.or_else(|| new_state.get("machine_state").and_then(Value::as_str))
-                {
-                    let target = target.to_string();
-                    new_state["status"] =
-                        json!(self.machine.status_of(&target).unwrap_or("RUNNING"));
-                    new_state["machine_state"] = json!(target);
-                }
-                Some(new_state)
-            } else {
-                None
-            };
+            {
+                let target = target.to_string();
+                new_state["status"] = json!(self.machine.status_of(&target).unwrap_or("RUNNING"));
+                new_state["machine_state"] = json!(target);
+            }
+            (patch_value, new_state.is_object().then_some(new_state))
+        };
 
         let mut directives = Vec::new();
         for t in &rule.directives {
@@ -558,4 +623,36 @@ fn file_write(w: &Value) -> Result<FileWrite, String> {
         });
     }
     Err(format!("write to {path} needs `text`, `json` or `block`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!(1);
+        for i in 0..levels {
+            v = if i % 2 == 0 {
+                json!([v])
+            } else {
+                json!({ "k": v })
+            };
+        }
+        v
+    }
+
+    #[test]
+    fn nesting_limit_matches_what_serde_json_reads_back() {
+        for levels in 0..140 {
+            let v = nested(levels);
+            let text = crate::engine::handoff::to_pretty(&v);
+            let reads = serde_json::from_str::<Value>(&text).is_ok();
+            assert_eq!(
+                nesting(&v) <= MAX_NESTING,
+                reads,
+                "{levels} levels: nesting {}",
+                nesting(&v)
+            );
+        }
+    }
 }

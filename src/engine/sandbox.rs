@@ -45,8 +45,68 @@ pub struct SharedTables {
     pub states: HashMap<String, (String, StateKind)>,
     /// schema name → compiled schema.
     pub schemas: HashMap<String, CompiledSchema>,
-    /// schema name → compiled cross checks `(guard, message template)`.
-    pub schema_checks: HashMap<String, Vec<(AST, AST)>>,
+    /// schema name → compiled cross checks.
+    pub schema_checks: HashMap<String, SchemaChecks>,
+}
+
+/// The cross checks of one schema (`checks:`), compiled.
+#[derive(Debug, Default)]
+pub struct SchemaChecks {
+    /// `(guard, message template)` per check.
+    pub checks: Vec<(AST, AST)>,
+    /// The top-level fields the checks read, when they read `value` only as `value.<field>`:
+    /// the checks then see a document of just those fields (a large state is not converted
+    /// whole). `None`: the checks see the whole document.
+    pub fields: Option<Vec<String>>,
+}
+
+impl SchemaChecks {
+    /// Compiles nothing: derives the projection from the checks' sources.
+    pub fn new(checks: Vec<(AST, AST)>, sources: &[&str]) -> Self {
+        Self {
+            checks,
+            fields: projected_fields(sources),
+        }
+    }
+
+    /// The document the checks see: `doc` itself, or only the fields they read.
+    fn view(&self, doc: &Value) -> Dynamic {
+        match (&self.fields, doc.as_object()) {
+            (Some(fields), Some(map)) => {
+                let mut out = Map::new();
+                for f in fields {
+                    if let Some(v) = map.get(f) {
+                        out.insert(f.as_str().into(), to_dynamic(v));
+                    }
+                }
+                out.into()
+            }
+            _ => to_dynamic(doc),
+        }
+    }
+}
+
+/// The fields read as `value.<field>` in `sources`, or `None` when `value` is used any
+/// other way (passed whole, indexed, or the word appears in text): then nothing is omitted.
+fn projected_fields(sources: &[&str]) -> Option<Vec<String>> {
+    static WORD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\bvalue\b(\.([A-Za-z_][A-Za-z0-9_]*)\b)?").expect("valid regex")
+    });
+    let mut fields = Vec::new();
+    for src in sources {
+        for cap in WORD.captures_iter(src) {
+            // `value.x(` is a method call on `value` (e.g. `value.len()`): not a field.
+            let field = cap.get(2)?;
+            if src[cap.get(0)?.end()..].trim_start().starts_with('(') {
+                return None;
+            }
+            let f = field.as_str().to_string();
+            if !fields.contains(&f) {
+                fields.push(f);
+            }
+        }
+    }
+    Some(fields)
 }
 
 /// The configured rhai engine plus the script library of `machine/lib/`.
@@ -354,8 +414,9 @@ fn schema_issues_with(
         && let Some(checks) = shared.schema_checks.get(schema)
     {
         let mut scope = Scope::new();
-        scope.push_dynamic("value", converted.unwrap_or_else(|| to_dynamic(doc)));
-        for (guard, message) in checks {
+        let reused = converted.is_some();
+        scope.push_dynamic("value", converted.unwrap_or_else(|| checks.view(doc)));
+        for (guard, message) in &checks.checks {
             let broken = engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, guard)
                 .map_err(|e| e.to_string())?;
@@ -366,7 +427,8 @@ fn schema_issues_with(
                 issues.push(msg.to_string());
             }
         }
-        return Ok((issues, scope.remove::<Dynamic>("value")));
+        let value = scope.remove::<Dynamic>("value");
+        return Ok((issues, if reused { value } else { None }));
     }
     Ok((issues, converted))
 }
@@ -378,26 +440,18 @@ fn read_doc(
     yaml: bool,
     schema: &str,
 ) -> Map {
-    match parse_file(path, yaml) {
+    match crate::engine::doc_cache::load(path, yaml, || parse_file(path, yaml)) {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
         Ok(Some(doc)) => {
-            let converted = to_dynamic(&doc);
-            let (issues, converted) = if schema.is_empty() {
-                (vec![], Some(converted))
+            let issues = if schema.is_empty() {
+                vec![]
             } else {
-                match schema_issues_with(
-                    ctx.engine(),
-                    &shared.borrow(),
-                    schema,
-                    &doc,
-                    Some(converted),
-                ) {
-                    Ok(r) => r,
-                    Err(e) => (vec![e], None),
-                }
+                doc.issues(schema, |v| {
+                    schema_issues(ctx.engine(), &shared.borrow(), schema, v)
+                })
+                .unwrap_or_else(|e| vec![e])
             };
-            let value = converted.unwrap_or_else(|| to_dynamic(&doc));
-            read_result(path, Ok((value, false)), issues)
+            read_result(path, Ok((doc.into_converted(), false)), issues)
         }
         Err(e) => read_result(path, Err(e), vec![]),
     }
@@ -504,7 +558,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     });
     engine.register_fn(
         "max_suffix",
-        |items: Array, field: &str, prefix: &str| -> i64 {
+        |items: &mut Array, field: &str, prefix: &str| -> i64 {
             items
                 .iter()
                 .filter_map(|item| {
@@ -516,14 +570,14 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
                 .unwrap_or(0)
         },
     );
-    engine.register_fn("max_suffix", |items: Array, prefix: &str| -> i64 {
+    engine.register_fn("max_suffix", |items: &mut Array, prefix: &str| -> i64 {
         items
             .iter()
             .filter_map(|v| suffix_number(&v.to_string(), prefix))
             .max()
             .unwrap_or(0)
     });
-    engine.register_fn("join", |items: Array, sep: &str| -> String {
+    engine.register_fn("join", |items: &mut Array, sep: &str| -> String {
         items
             .iter()
             .map(|v| v.to_string())
@@ -532,7 +586,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     });
     engine.register_fn(
         "join_field",
-        |items: Array, field: &str, sep: &str| -> String {
+        |items: &mut Array, field: &str, sep: &str| -> String {
             items
                 .iter()
                 .map(|item| {
@@ -544,6 +598,19 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
                 .join(sep)
         },
     );
+    // The string values of `item[field]` as the keys of a map (a set; `contains` is a lookup).
+    engine.register_fn("string_set", |items: &mut Array, field: &str| -> Map {
+        let mut set = Map::new();
+        for item in items.iter() {
+            if let Some(m) = item.read_lock::<Map>()
+                && let Some(v) = m.get(field)
+                && let Some(s) = v.read_lock::<rhai::ImmutableString>()
+            {
+                set.insert(s.as_str().into(), Dynamic::TRUE);
+            }
+        }
+        set
+    });
     engine.register_fn("append_unique", |list: Array, extra: Array| -> Array {
         let mut seen: std::collections::HashSet<String> =
             list.iter().map(|v| v.to_string()).collect();

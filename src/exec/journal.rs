@@ -4,7 +4,7 @@
 
 use crate::contract::canonical::sha256_hex;
 use crate::machine::Machine;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 
@@ -22,8 +22,8 @@ pub struct Entry<'a> {
     pub phase: &'a str,
     /// Deciding rule.
     pub rule: &'a str,
-    /// The handoff.
-    pub handoff: &'a Value,
+    /// The handoff, exactly as written to its file.
+    pub handoff_text: &'a str,
     /// The applied patch.
     pub patch: &'a Value,
     /// Directives executed with their outcome.
@@ -50,42 +50,102 @@ pub fn read(machine: &Machine) -> Vec<Value> {
         .collect()
 }
 
-/// Appends one line.
+/// One journal line as written (fields in the order of their names, as before).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    agent: &'a str,
+    directives: &'a [Value],
+    handoff_sha256: String,
+    machine_hash: &'a str,
+    machine_state_after: &'a str,
+    machine_state_before: &'a str,
+    patch: &'a Value,
+    phase: &'a str,
+    rule: &'a str,
+    seq: u64,
+    tables_changed: bool,
+    time: &'a str,
+    violations: &'a [String],
+}
+
+/// The last line of the journal at `p` (read from the end: the journal grows with the
+/// campaign) and the number of lines, or `None` when there is no journal.
+fn last_line(p: &str) -> Option<(Vec<u8>, Option<u64>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(p).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut tail: Vec<u8> = Vec::new();
+    let mut pos = len;
+    const CHUNK: u64 = 64 * 1024;
+    loop {
+        let start = pos.saturating_sub(CHUNK);
+        let mut chunk = vec![0; (pos - start) as usize];
+        f.seek(SeekFrom::Start(start)).ok()?;
+        f.read_exact(&mut chunk).ok()?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        pos = start;
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if let Some(i) = body.iter().rposition(|b| *b == b'\n') {
+            return Some((body[i + 1..].to_vec(), None));
+        }
+        if pos == 0 {
+            // A single line (or none): count what there is.
+            let lines = tail.iter().filter(|b| **b == b'\n').count() as u64;
+            return Some((body.to_vec(), Some(lines)));
+        }
+    }
+}
+
+/// Appends one line; `handoff_text` is the handoff exactly as written to its file.
 pub fn append(machine: &Machine, e: &Entry) -> Result<(), String> {
     let p = path(machine);
-    let existing = std::fs::read(&p).unwrap_or_default();
-    let seq = existing.iter().filter(|b| **b == b'\n').count() + 1;
-    let last_hash = existing
-        .rsplit(|b| *b == b'\n')
-        .find(|l| !l.is_empty())
-        .and_then(|l| serde_json::from_slice::<Value>(l).ok())
-        .and_then(|v| {
-            v.get("machine_hash")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
+    let last = last_line(&p);
+    let last_doc = last
+        .as_ref()
+        .and_then(|(l, _)| serde_json::from_slice::<Value>(l).ok());
+    let last_hash = last_doc
+        .as_ref()
+        .and_then(|v| v.get("machine_hash").and_then(Value::as_str));
+    // Lines so far: the last line's own number when it has one, else count them.
+    let lines = match (
+        &last,
+        last_doc.as_ref().and_then(|v| v.get("seq")?.as_u64()),
+    ) {
+        (None, _) => 0,
+        (Some((_, Some(counted))), _) => *counted,
+        (Some(_), Some(seq)) => seq,
+        (Some(_), None) => std::fs::read(&p)
+            .unwrap_or_default()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64,
+    };
     let hash = machine.hash();
-    let line = json!({
-        "seq": seq,
-        "time": e.time,
-        "machine_state_before": e.before,
-        "machine_state_after": e.after,
-        "agent": e.agent,
-        "phase": e.phase,
-        "rule": e.rule,
-        "handoff_sha256": sha256_hex(crate::engine::handoff::to_pretty(e.handoff).as_bytes()),
-        "machine_hash": hash,
-        "tables_changed": last_hash.is_some_and(|h| h != hash),
-        "patch": e.patch,
-        "directives": e.directives,
-        "violations": e.violations,
-    });
+    let line = Line {
+        agent: e.agent,
+        directives: e.directives,
+        handoff_sha256: sha256_hex(e.handoff_text.as_bytes()),
+        machine_hash: &hash,
+        machine_state_after: e.after,
+        machine_state_before: e.before,
+        patch: e.patch,
+        phase: e.phase,
+        rule: e.rule,
+        seq: lines + 1,
+        tables_changed: last_hash.is_some_and(|h| h != hash),
+        time: e.time,
+        violations: e.violations,
+    };
+    let mut text = serde_json::to_vec(&line).map_err(|err| format!("{p}: {err}"))?;
+    text.push(b'\n');
     crate::workspace::failpoint::hit(Path::new(&p)).map_err(|e| e.to_string())?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&p)
         .map_err(|err| format!("{p}: {err}"))?;
-    writeln!(f, "{line}").map_err(|err| format!("{p}: {err}"))?;
+    // One write of the whole line (a 10 MB patch written token by token took seconds).
+    f.write_all(&text).map_err(|err| format!("{p}: {err}"))?;
     Ok(())
 }

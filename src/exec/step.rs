@@ -137,19 +137,21 @@ pub fn project_args(machine: &Machine, opts: &StepOptions) -> PhaseArgs {
 /// Reads the state strictly; `Ok(None)` when there is none.
 pub fn read_state(machine: &Machine) -> Result<Option<Value>, String> {
     let path = layout(machine, "state");
-    match parse_file(path, false) {
+    match crate::engine::doc_cache::load(path, false, || parse_file(path, false)) {
         Err((false, _)) => Ok(None),
         Err((true, msg)) => Err(format!("{path}: {msg}")),
         Ok(None) => Err(format!("{path}: state file is empty")),
         Ok(Some(doc)) => {
-            let issues = schema_issues(
-                &machine.sandbox.engine,
-                &machine.sandbox.shared.borrow(),
-                "state",
-                &doc,
-            )?;
+            let issues = doc.issues("state", |v| {
+                schema_issues(
+                    &machine.sandbox.engine,
+                    &machine.sandbox.shared.borrow(),
+                    "state",
+                    v,
+                )
+            })?;
             if issues.is_empty() {
-                Ok(Some(doc))
+                Ok(Some(doc.value.clone()))
             } else {
                 Err(format!("{path}: invalid state file: {}", issues.join("; ")))
             }
@@ -161,7 +163,9 @@ pub fn read_state(machine: &Machine) -> Result<Option<Value>, String> {
 pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     let lock_path = Path::new(layout(machine, "state")).with_file_name("lock");
     let _lock = ProjectLock::acquire(&lock_path)?;
+    crate::engine::timing::mark("step start");
     let mut state = read_state(machine)?;
+    crate::engine::timing::mark("read state");
     let initial = machine.states.initial.clone();
     let mut current = state_name(&state).unwrap_or_else(|| initial.clone());
     let state_before = current.clone();
@@ -201,6 +205,7 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     )
     .map_err(|e| format!("{}: {e}", args.load_handoff))?;
     let mut load_outcome = Some(load_outcome);
+    crate::engine::timing::mark("write load handoff");
 
     for _ in 0..machine.states.states.len() {
         let kind = machine
@@ -332,7 +337,7 @@ fn apply_outcome(
     current: &str,
     agent: &str,
     phase: &str,
-    outcome: PhaseOutcome,
+    mut outcome: PhaseOutcome,
     state: &mut Option<Value>,
     turn: &mut Turn,
 ) -> Result<String, String> {
@@ -358,16 +363,14 @@ fn apply_outcome(
     if let Some(w) = outcome.handoff["warnings"].as_array() {
         turn.warnings.extend(w.iter().cloned());
     }
-    let before_state = state.clone();
+    crate::engine::timing::mark("validate handoff");
+    let handoff_text = to_pretty(&outcome.handoff);
     let mut executed = Vec::new();
 
     let next = if !found.is_empty() {
         // Protocol violation: keep the handoff, block, run the violation directives.
-        write_atomic(
-            Path::new(&handoff_path),
-            to_pretty(&outcome.handoff).as_bytes(),
-        )
-        .map_err(|e| format!("{handoff_path}: {e}"))?;
+        write_atomic(Path::new(&handoff_path), handoff_text.as_bytes())
+            .map_err(|e| format!("{handoff_path}: {e}"))?;
         let target = machine.policy.orchestrator.protocol_violation_state.clone();
         let directives = protocol_directives(machine, args, now)?;
         if let Some(s) = state.as_mut() {
@@ -384,28 +387,28 @@ fn apply_outcome(
             state.as_ref(),
             &outcome.handoff,
         )?);
-        persist_state(machine, &before_state, state)?;
+        persist_state(machine, state)?;
         target
     } else if outcome.is_error {
-        write_atomic(
-            Path::new(&handoff_path),
-            to_pretty(&outcome.handoff).as_bytes(),
-        )
-        .map_err(|e| format!("{handoff_path}: {e}"))?;
+        write_atomic(Path::new(&handoff_path), handoff_text.as_bytes())
+            .map_err(|e| format!("{handoff_path}: {e}"))?;
         current.to_string()
     } else {
         effects::apply_writes(&outcome.writes)?;
-        write_atomic(
-            Path::new(&handoff_path),
-            to_pretty(&outcome.handoff).as_bytes(),
-        )
-        .map_err(|e| format!("{handoff_path}: {e}"))?;
+        crate::engine::timing::mark("phase writes");
+        write_atomic(Path::new(&handoff_path), handoff_text.as_bytes())
+            .map_err(|e| format!("{handoff_path}: {e}"))?;
         let recommended = outcome.handoff["recommended_next_machine_state"]
             .as_str()
             .map(str::to_string);
-        if let Some(new_state) = &outcome.new_state {
-            *state = Some(new_state.clone());
-        }
+        crate::engine::timing::mark("write handoff");
+        let changed = match outcome.new_state.take() {
+            Some(new_state) if state.as_ref() != Some(&new_state) => {
+                *state = Some(new_state);
+                true
+            }
+            _ => false,
+        };
         let next = recommended.unwrap_or_else(|| current.to_string());
         let list: Vec<Value> = outcome.handoff["directives"]
             .as_array()
@@ -417,8 +420,13 @@ fn apply_outcome(
             state.as_ref(),
             &outcome.handoff,
         )?);
-        persist_state(machine, &before_state, state)?;
+        crate::engine::timing::mark("directives");
+        if changed {
+            persist_state(machine, state)?;
+        }
+        crate::engine::timing::mark("persist state");
         effects::consume(&outcome.consumes)?;
+        crate::engine::timing::mark("consume");
         // Backend directives run once their phase's inputs are consumed: a re-poll after
         // a discarded poll result must not find that result still in place.
         let (done, left) = directives::execute_external(machine, opts, &list)?;
@@ -470,12 +478,13 @@ fn apply_outcome(
             agent,
             phase,
             rule: &outcome.rule,
-            handoff: &outcome.handoff,
+            handoff_text: &handoff_text,
             patch: &outcome.handoff["state_patch"],
             directives: &executed,
             violations: &found,
         },
     );
+    crate::engine::timing::mark("journal");
     if let Err(e) = journaled {
         turn.warnings
             .push(json!(format!("journal entry not written: {e}")));
@@ -515,14 +524,7 @@ fn template_directives(
     Ok(out)
 }
 
-fn persist_state(
-    machine: &Machine,
-    before: &Option<Value>,
-    state: &Option<Value>,
-) -> Result<(), String> {
-    if state == before {
-        return Ok(());
-    }
+fn persist_state(machine: &Machine, state: &Option<Value>) -> Result<(), String> {
     if let Some(s) = state {
         let path = layout(machine, "state");
         write_atomic(Path::new(path), to_pretty(s).as_bytes())

@@ -10,7 +10,7 @@ pub mod graph;
 pub mod model;
 pub mod source;
 
-use crate::engine::sandbox::{Sandbox, SharedTables};
+use crate::engine::sandbox::{Sandbox, SchemaChecks, SharedTables};
 use crate::engine::schema::CompiledSchema;
 use crate::engine::template::{Template, TextTemplate};
 use indexmap::IndexMap;
@@ -271,7 +271,10 @@ impl Machine {
                 continue;
             };
             let mut checks = Vec::new();
+            let mut sources = Vec::new();
             for (i, c) in table.checks.iter().enumerate() {
+                sources.push(c.when.as_str());
+                sources.push(c.message.as_str());
                 let names = vec!["value".to_string()];
                 let guard = sandbox.compile(&c.when, &names);
                 let msg = sandbox.compile(&format!("`{}`", c.message), &names);
@@ -282,6 +285,7 @@ impl Machine {
                     }
                 }
             }
+            let checks = SchemaChecks::new(checks, &sources);
             match CompiledSchema::compile(table) {
                 Ok(s) => {
                     shared.schemas.insert(name.clone(), s);
