@@ -3,6 +3,7 @@
 pub mod doc_cache;
 pub mod effects;
 pub mod handoff;
+pub mod library;
 pub mod patch;
 pub mod phase;
 pub mod render;

@@ -1,15 +1,96 @@
 //! The `render(name, ctx)` primitive: text templates of
 //! `machine/templates/` rendered from scripts (task files, reports, hook text).
+//! A template is compiled the first time it is rendered (a phase renders one
+//! or two of them; compiling all of them at start-up was a tenth of a short
+//! phase's time).
 
-use crate::engine::sandbox::Sandbox;
+use crate::engine::library::Library;
+use crate::engine::sandbox::{Sandbox, compile_script};
 use crate::engine::template::TextTemplate;
 use indexmap::IndexMap;
-use rhai::{Dynamic, EvalAltResult, NativeCallContext, Position, Scope};
+use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext, Position, Scope};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Registers `render(name, ctx)` over the compiled templates.
-pub fn register(sandbox: &mut Sandbox, templates: &IndexMap<String, TextTemplate>) {
-    let templates = Rc::new(templates.clone());
+/// Name of the one variable a text template sees.
+const CTX: &str = "ctx";
+
+/// The text templates, by name, compiled on first use.
+pub struct TextTemplates {
+    sources: IndexMap<String, String>,
+    compiled: RefCell<HashMap<String, Rc<TextTemplate>>>,
+    library: Rc<Library>,
+}
+
+impl std::fmt::Debug for TextTemplates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.sources.keys()).finish()
+    }
+}
+
+impl TextTemplates {
+    /// Templates from `(name, text)` pairs; scripts carry functions of `library`.
+    pub fn new(sources: IndexMap<String, String>, library: Rc<Library>) -> Self {
+        Self {
+            sources,
+            compiled: RefCell::new(HashMap::new()),
+            library,
+        }
+    }
+
+    /// True when a template `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.sources.contains_key(name)
+    }
+
+    /// Template `name`, compiled now if it was not before; `Ok(None)` when unknown.
+    pub fn get(&self, engine: &Engine, name: &str) -> Result<Option<Rc<TextTemplate>>, String> {
+        if let Some(t) = self.compiled.borrow().get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(text) = self.sources.get(name) else {
+            return Ok(None);
+        };
+        let names = [CTX.to_string()];
+        let t = Rc::new(TextTemplate::compile_with(text, &names, |src, names| {
+            compile_script(engine, &self.library, src, names)
+        })?);
+        self.compiled
+            .borrow_mut()
+            .insert(name.to_string(), t.clone());
+        Ok(Some(t))
+    }
+
+    /// Compiles every template; `(name, error)` for each that does not compile.
+    pub fn compile_all(&self, engine: &Engine) -> Vec<(String, String)> {
+        self.sources
+            .keys()
+            .filter_map(|name| self.get(engine, name).err().map(|e| (name.clone(), e)))
+            .collect()
+    }
+}
+
+/// Renders template `name` with `ctx` bound to `data`.
+pub fn render_with(
+    templates: &TextTemplates,
+    engine: &Engine,
+    name: &str,
+    data: Dynamic,
+) -> Result<String, String> {
+    let template = templates
+        .get(engine, name)
+        .map_err(|e| format!("template `{name}`: {e}"))?
+        .ok_or_else(|| format!("unknown template `{name}`"))?;
+    let mut scope = Scope::new();
+    scope.push_dynamic(CTX, data);
+    template
+        .render(engine, &mut scope)
+        .map_err(|e| format!("template `{name}`: {e}"))
+}
+
+/// Registers `render(name, ctx)` over the templates.
+pub fn register(sandbox: &mut Sandbox, templates: &Rc<TextTemplates>) {
     for engine in [&mut sandbox.engine, &mut sandbox.guard_engine] {
         let templates = templates.clone();
         engine.register_fn(
@@ -18,16 +99,8 @@ pub fn register(sandbox: &mut Sandbox, templates: &IndexMap<String, TextTemplate
                   name: &str,
                   data: Dynamic|
                   -> Result<String, Box<EvalAltResult>> {
-                let fail =
-                    |m: String| Box::new(EvalAltResult::ErrorRuntime(m.into(), Position::NONE));
-                let template = templates
-                    .get(name)
-                    .ok_or_else(|| fail(format!("unknown template `{name}`")))?;
-                let mut scope = Scope::new();
-                scope.push_dynamic("ctx", data);
-                template
-                    .render(ctx.engine(), &mut scope)
-                    .map_err(|e| fail(format!("template `{name}`: {e}")))
+                render_with(&templates, ctx.engine(), name, data)
+                    .map_err(|m| Box::new(EvalAltResult::ErrorRuntime(m.into(), Position::NONE)))
             },
         );
     }

@@ -118,8 +118,8 @@ pub struct Sandbox {
     /// which makes bindings over large states quadratic; bindings are bounded by the
     /// operation budget and the 16 MiB read cap instead.)
     pub guard_engine: Engine,
-    /// Functions of `machine/lib/*.rhai` (also registered as a global module).
-    pub lib: AST,
+    /// Functions of `machine/lib/*.rhai`, carried by the scripts that call them.
+    pub library: Rc<crate::engine::library::Library>,
     /// Tables the primitives read.
     pub shared: Rc<RefCell<SharedTables>>,
     /// Operation budget of the evaluation in progress.
@@ -131,8 +131,11 @@ impl Sandbox {
     pub fn new() -> Self {
         let shared = Rc::new(RefCell::new(SharedTables::default()));
         let budget = Rc::new(std::cell::Cell::new(limits::MAX_OPERATIONS));
-        let mut engine = configured(&budget, &shared);
-        let mut guard_engine = configured(&budget, &shared);
+        // rhai's standard library, built once and shared by both engines.
+        let std_lib =
+            rhai::packages::Package::as_shared_module(&rhai::packages::StandardPackage::new());
+        let mut engine = configured(&budget, &shared, &std_lib);
+        let mut guard_engine = configured(&budget, &shared, &std_lib);
         guard_engine
             .set_max_string_size(limits::MAX_STRING)
             .set_max_array_size(limits::MAX_ARRAY)
@@ -144,29 +147,16 @@ impl Sandbox {
         Self {
             engine,
             guard_engine,
-            lib: AST::empty(),
+            library: Default::default(),
             shared,
             budget,
         }
     }
 
-    /// Registers a library module on both engines.
-    pub fn register_global_module(&mut self, module: rhai::Shared<rhai::Module>) {
-        self.engine.register_global_module(module.clone());
-        self.guard_engine.register_global_module(module);
-    }
-
-    /// Compiles a script against the names in `scope_names` (library functions are global).
+    /// Compiles a script against the names in `scope_names`; the script carries the
+    /// library functions it calls.
     pub fn compile(&self, script: &str, scope_names: &[String]) -> Result<AST, String> {
-        let mut scope = Scope::new();
-        for name in scope_names {
-            scope.push_dynamic(name.as_str(), Dynamic::UNIT);
-        }
-        let ast = self
-            .engine
-            .compile_with_scope(&scope, script)
-            .map_err(|e| format!("{e} (in `{}`)", one_line(script)))?;
-        Ok(ast)
+        compile_script(&self.engine, &self.library, script, scope_names)
     }
 
     /// Evaluates a compiled script in `scope`, leaving the scope as it was.
@@ -200,8 +190,37 @@ impl Sandbox {
 }
 
 /// An engine with the sandbox settings and primitives (size limits are set by the caller).
-fn configured(budget: &Rc<std::cell::Cell<u64>>, shared: &Rc<RefCell<SharedTables>>) -> Engine {
-    let mut engine = Engine::new();
+/// [`Sandbox::compile`] with an explicit engine and library (for templates compiled from
+/// inside a running script).
+pub fn compile_script(
+    engine: &Engine,
+    library: &crate::engine::library::Library,
+    script: &str,
+    scope_names: &[String],
+) -> Result<AST, String> {
+    let mut scope = Scope::new();
+    for name in scope_names {
+        scope.push_dynamic(name.as_str(), Dynamic::UNIT);
+    }
+    let mut ast = engine
+        .compile_with_scope(&scope, script)
+        .map_err(|e| format!("{e} (in `{}`)", one_line(script)))?;
+    if let Some(lib) = library.needed_by(engine, script)? {
+        ast += lib;
+    }
+    Ok(ast)
+}
+
+fn configured(
+    budget: &Rc<std::cell::Cell<u64>>,
+    shared: &Rc<RefCell<SharedTables>>,
+    std_lib: &rhai::Shared<rhai::Module>,
+) -> Engine {
+    // A raw engine plus the standard library: what `Engine::new` builds, without a file
+    // module resolver (imports are disabled) and without the strings interner (which
+    // costs more than it saves on scripts that run once).
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(std_lib.clone());
     let watched = budget.clone();
     engine.on_progress(move |ops| {
         (ops > watched.get()).then(|| {

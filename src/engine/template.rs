@@ -140,6 +140,15 @@ enum TextPart {
 impl TextTemplate {
     /// Compiles the holes of `text` against the names in scope.
     pub fn compile(sandbox: &Sandbox, text: &str, names: &[String]) -> Result<Self, String> {
+        Self::compile_with(text, names, |src, names| sandbox.compile(src, names))
+    }
+
+    /// [`TextTemplate::compile`] with the script compiler given.
+    pub fn compile_with(
+        text: &str,
+        names: &[String],
+        compile: impl Fn(&str, &[String]) -> Result<rhai::AST, String>,
+    ) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut rest = text;
         let mut line = 1;
@@ -152,9 +161,7 @@ impl TextTemplate {
                 .find("}}")
                 .ok_or_else(|| format!("line {line}: `{{{{` without `}}}}`"))?;
             let src = after[..end].trim();
-            let ast = sandbox
-                .compile(src, names)
-                .map_err(|e| format!("line {line}: {e}"))?;
+            let ast = compile(src, names).map_err(|e| format!("line {line}: {e}"))?;
             parts.push(TextPart::Hole(Box::new(ast), src.to_string()));
             line += after[..end].matches('\n').count();
             rest = &after[end + 2..];

@@ -101,10 +101,9 @@ fn render_report(
     state: Option<&Value>,
     handoff: &Value,
 ) -> Result<String, String> {
-    let t = machine
-        .templates
-        .get(template)
-        .ok_or(format!("unknown report template `{template}`"))?;
+    if !machine.templates.contains(template) {
+        return Err(format!("unknown report template `{template}`"));
+    }
     let load = fsio::read_text_capped(Path::new(crate::exec::step::layout(
         machine,
         "load_handoff",
@@ -130,10 +129,12 @@ fn render_report(
         "campaign_name": load.get("campaign_id").cloned().unwrap_or(Value::Null),
         "max_budget": load.get("compute").and_then(|c| c.get("max_budget_usd")).cloned().unwrap_or(Value::Null),
     });
-    let mut scope = rhai::Scope::new();
-    scope.push_dynamic("ctx", crate::engine::sandbox::to_dynamic(&ctx));
-    t.render(&machine.sandbox.engine, &mut scope)
-        .map_err(|e| format!("template `{template}`: {e}"))
+    crate::engine::render::render_with(
+        &machine.templates,
+        &machine.sandbox.engine,
+        template,
+        crate::engine::sandbox::to_dynamic(&ctx),
+    )
 }
 
 /// Executes backend directives the chosen executor handles; returns (executed, left to host).

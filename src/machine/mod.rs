@@ -12,7 +12,7 @@ pub mod source;
 
 use crate::engine::sandbox::{Sandbox, SchemaChecks, SharedTables};
 use crate::engine::schema::CompiledSchema;
-use crate::engine::template::{Template, TextTemplate};
+use crate::engine::template::Template;
 use indexmap::IndexMap;
 use model::*;
 use rhai::AST;
@@ -154,7 +154,7 @@ pub struct Machine {
     /// Directive templates by name.
     pub directive_templates: IndexMap<String, Template>,
     /// Text templates by name.
-    pub templates: IndexMap<String, TextTemplate>,
+    pub templates: std::rc::Rc<crate::engine::render::TextTemplates>,
     /// The sandbox everything runs in.
     pub sandbox: Sandbox,
     /// `fragments.yaml`, spliced into phases when they compile.
@@ -238,24 +238,20 @@ impl Machine {
             serde_json::Value::Null
         };
         let mut sandbox = Sandbox::new();
-        // Script library first: every compiled script sees its functions.
-        let mut lib = AST::empty();
-        for file in source.files_in("lib/", ".rhai") {
-            let text = source.get(&file).unwrap_or_default();
-            match sandbox.engine.compile(text) {
-                Ok(ast) => lib = lib.merge(&ast),
-                Err(e) => errors.push(format!("{}: {e}", source.display(&file))),
-            }
+        // Script library first: every script compiled from now on carries the library
+        // functions it calls (compiled on first need; all of them now when `eager`).
+        let lib_files: Vec<(String, String)> = source
+            .files_in("lib/", ".rhai")
+            .into_iter()
+            .map(|file| {
+                let text = source.get(&file).unwrap_or_default().to_string();
+                (source.display(&file), text)
+            })
+            .collect();
+        sandbox.library = std::rc::Rc::new(crate::engine::library::Library::new(&lib_files));
+        if eager {
+            errors.extend(sandbox.library.compile_all(&sandbox.engine));
         }
-        // Register the library once as a global module: scripts call its functions
-        // without carrying a copy of it in every compiled AST.
-        match rhai::Module::eval_ast_as_new(rhai::Scope::new(), &lib, &sandbox.engine) {
-            Ok(module) => {
-                sandbox.register_global_module(module.into());
-            }
-            Err(e) => errors.push(format!("machine/lib: {e}")),
-        }
-        sandbox.lib = lib;
 
         let mut shared = SharedTables::default();
         if let Some(st) = &states {
@@ -294,14 +290,26 @@ impl Machine {
                 Err(e) => errors.push(format!("{}: {e}", source.display(&file))),
             }
         }
-        let mut templates = IndexMap::new();
-        for file in source.files_in("templates/", ".md") {
-            let text = source.get(&file).unwrap_or_default();
-            match TextTemplate::compile(&sandbox, text, &["ctx".to_string()]) {
-                Ok(t) => {
-                    templates.insert(stem(&file), t);
-                }
-                Err(e) => errors.push(format!("{}: {e}", source.display(&file))),
+        let template_sources: IndexMap<String, String> = source
+            .files_in("templates/", ".md")
+            .into_iter()
+            .map(|file| {
+                (
+                    stem(&file),
+                    source.get(&file).unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let templates = std::rc::Rc::new(crate::engine::render::TextTemplates::new(
+            template_sources,
+            sandbox.library.clone(),
+        ));
+        if eager {
+            for (name, e) in templates.compile_all(&sandbox.engine) {
+                errors.push(format!(
+                    "{}: {e}",
+                    source.display(&format!("templates/{name}.md"))
+                ));
             }
         }
         *sandbox.shared.borrow_mut() = shared;

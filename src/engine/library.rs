@@ -1,0 +1,175 @@
+//! The script library of `machine/lib/*.rhai`, compiled on demand. Parsing the
+//! whole library took most of a short phase's time, yet a phase calls a handful
+//! of its functions. So the library is split into its functions (a chunk runs
+//! from one top-level `fn` to the next), and a script, when it is compiled,
+//! carries the functions whose names it mentions, and theirs, transitively.
+//! A chunk is compiled once per process. Names are found by scanning for
+//! identifiers, which over-approximates (a word in a comment or a string
+//! pulls a function in) but never misses a call written in the script.
+
+use rhai::{AST, Engine};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+/// One top-level function (with the comments above the next one).
+#[derive(Debug)]
+struct Chunk {
+    /// `machine/lib/<file>.rhai` as shown in messages.
+    file: String,
+    /// The chunk's text, preceded by blank lines so that positions match the file.
+    text: String,
+    /// Compiled on first need.
+    ast: Option<AST>,
+    /// Chunks this one calls, found on first need.
+    deps: Option<Vec<usize>>,
+}
+
+/// The library, split by function.
+#[derive(Debug, Default)]
+pub struct Library {
+    chunks: RefCell<Vec<Chunk>>,
+    /// Function name → its chunks (one per overload).
+    by_name: HashMap<String, Vec<usize>>,
+}
+
+/// Identifiers in `text` (words of letters, digits and `_` not starting with a digit).
+fn identifiers(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit()))
+}
+
+impl Library {
+    /// Splits `files` (`(display name, text)`) into function chunks.
+    pub fn new(files: &[(String, String)]) -> Self {
+        let mut chunks = Vec::new();
+        let mut by_name = HashMap::new();
+        for (file, text) in files {
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            let starts: Vec<usize> = lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.starts_with("fn ") || l.starts_with("private fn "))
+                .map(|(i, _)| i)
+                .collect();
+            for (k, &start) in starts.iter().enumerate() {
+                let end = starts.get(k + 1).copied().unwrap_or(lines.len());
+                let body: String = lines[start..end].concat();
+                let name = lines[start]
+                    .trim_start_matches("private ")
+                    .trim_start_matches("fn ")
+                    .split('(')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                by_name
+                    .entry(name)
+                    .or_insert_with(Vec::new)
+                    .push(chunks.len());
+                chunks.push(Chunk {
+                    file: file.clone(),
+                    text: "\n".repeat(start) + body.as_str(),
+                    ast: None,
+                    deps: None,
+                });
+            }
+        }
+        Self {
+            chunks: RefCell::new(chunks),
+            by_name,
+        }
+    }
+
+    /// Every chunk defining a function named `name`.
+    fn chunks_named(&self, name: &str) -> &[usize] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Compiles chunk `i` if needed and returns the chunks it calls.
+    fn load(&self, engine: &Engine, i: usize) -> Result<Vec<usize>, String> {
+        if let Some(deps) = &self.chunks.borrow()[i].deps {
+            return Ok(deps.clone());
+        }
+        let (text, file) = {
+            let c = &self.chunks.borrow()[i];
+            (c.text.clone(), c.file.clone())
+        };
+        let ast = engine.compile(&text).map_err(|e| format!("{file}: {e}"))?;
+        let mut deps = BTreeSet::new();
+        for word in identifiers(&text) {
+            deps.extend(self.chunks_named(word).iter().copied());
+        }
+        let deps: Vec<usize> = deps.into_iter().collect();
+        let mut chunks = self.chunks.borrow_mut();
+        chunks[i].ast = Some(ast);
+        chunks[i].deps = Some(deps.clone());
+        Ok(deps)
+    }
+
+    /// The library functions `script` needs, transitively, as one AST (`None`: none).
+    pub fn needed_by(&self, engine: &Engine, script: &str) -> Result<Option<AST>, String> {
+        let mut todo: Vec<usize> = Vec::new();
+        for word in identifiers(script) {
+            todo.extend(self.chunks_named(word).iter().copied());
+        }
+        let mut seen = BTreeSet::new();
+        while let Some(i) = todo.pop() {
+            if seen.insert(i) {
+                todo.extend(self.load(engine, i)?);
+            }
+        }
+        if seen.is_empty() {
+            return Ok(None);
+        }
+        let chunks = self.chunks.borrow();
+        let mut out = AST::empty();
+        for i in seen {
+            if let Some(ast) = &chunks[i].ast {
+                out += ast.clone_functions_only();
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Compiles every chunk; one message per chunk that does not compile.
+    pub fn compile_all(&self, engine: &Engine) -> Vec<String> {
+        let n = self.chunks.borrow().len();
+        (0..n).filter_map(|i| self.load(engine, i).err()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lib() -> Library {
+        Library::new(&[(
+            "lib/a.rhai".into(),
+            "// header\n\nfn a(x) { b(x) + 1 }\n\n// b doubles\nfn b(x) { x * 2 }\nfn b(x, y) { x * y }\nfn c() { 0 }\n".into(),
+        )])
+    }
+
+    #[test]
+    fn a_script_carries_the_functions_it_calls_transitively() {
+        let engine = Engine::new_raw();
+        let l = lib();
+        let ast = l.needed_by(&engine, "a(3)").unwrap().unwrap();
+        let names: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+        assert_eq!(names, ["a", "b"].iter().map(|s| s.to_string()).collect());
+        assert_eq!(ast.iter_functions().count(), 3, "both overloads of b");
+        assert!(l.needed_by(&engine, "1 + 2").unwrap().is_none());
+    }
+
+    #[test]
+    fn chunk_errors_name_the_file_and_the_line_of_the_file() {
+        let engine = Engine::new_raw();
+        let l = Library::new(&[(
+            "lib/bad.rhai".into(),
+            "fn ok() { 1 }\n\nfn bad( { }\n".into(),
+        )]);
+        let errors = l.compile_all(&engine);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("lib/bad.rhai: "), "{}", errors[0]);
+        assert!(errors[0].contains("line 3"), "{}", errors[0]);
+    }
+}
