@@ -32,6 +32,9 @@ fn convert(src: &Path, dst: &Path) {
 
 fn main() {
     println!("cargo:rerun-if-changed=machine");
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
     let out = std::env::var("OUT_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_default()

@@ -54,24 +54,37 @@ pub struct SharedTables {
 pub struct SchemaChecks {
     /// `(guard, message template)` per check.
     pub checks: Vec<(AST, AST)>,
-    /// The top-level fields the checks read, when they read `value` only as `value.<field>`:
-    /// the checks then see a document of just those fields (a large state is not converted
-    /// whole). `None`: the checks see the whole document.
-    pub fields: Option<Vec<String>>,
+    /// The checks' sources, for [`SchemaChecks::fields`].
+    sources: Vec<String>,
+    /// The projection, found on first use.
+    fields: std::cell::OnceCell<Option<Vec<String>>>,
 }
 
 impl SchemaChecks {
-    /// Compiles nothing: derives the projection from the checks' sources.
+    /// The compiled checks and the sources they were compiled from.
     pub fn new(checks: Vec<(AST, AST)>, sources: &[&str]) -> Self {
         Self {
             checks,
-            fields: projected_fields(sources),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            fields: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The top-level fields the checks read, when they read `value` only as
+    /// `value.<field>`: the checks then see a document of just those fields (a large
+    /// state is not converted whole). `None`: the checks see the whole document.
+    pub fn fields(&self) -> Option<&[String]> {
+        self.fields
+            .get_or_init(|| {
+                let sources: Vec<&str> = self.sources.iter().map(String::as_str).collect();
+                projected_fields(&sources)
+            })
+            .as_deref()
     }
 
     /// The document the checks see: `doc` itself, or only the fields they read.
     fn view(&self, doc: &Value) -> Dynamic {
-        match (&self.fields, doc.as_object()) {
+        match (self.fields(), doc.as_object()) {
             (Some(fields), Some(map)) => {
                 let mut out = Map::new();
                 for f in fields {
