@@ -118,7 +118,6 @@ pub fn run_step(machine_dir: Option<&Path>, args: DriveArgs) -> i32 {
         crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
-    crate::engine::phase::leak_scopes_until_exit();
     match step(machine, &args.options()) {
         Ok(turn) => {
             print_turn(&turn, args.json);

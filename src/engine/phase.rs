@@ -170,10 +170,11 @@ pub fn base_scope(machine: &Machine, args: &PhaseArgs, now: &str) -> Scope<'stat
 
 static LEAK_SCOPES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// For one-shot commands (`metaopt agent`, `metaopt step`): phase scopes are not freed
+/// For `metaopt agent`, which runs one phase and exits: the phase's scope is not freed
 /// but left to the process exit. Freeing the copies of a large state a phase binds
-/// (maps of maps) costs tens of milliseconds the exit does for nothing. Long-running
-/// commands (`run`, `demo`, `test`) never call this.
+/// (maps of maps) costs tens of milliseconds the exit does for nothing. Commands that
+/// run several phases (`step`, `run`, `demo`, `test`) never call this: the memory of
+/// one phase is reused by the next.
 pub fn leak_scopes_until_exit() {
     LEAK_SCOPES.store(true, std::sync::atomic::Ordering::Relaxed);
 }
