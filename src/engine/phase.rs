@@ -422,8 +422,8 @@ impl<'m> Run<'m> {
     fn new_state(&mut self, rule: &CompiledRule) -> Result<(Value, Value), String> {
         let base = self
             .scope
-            .get_value::<Dynamic>("state")
-            .map(|d| to_json(&d))
+            .get("state")
+            .map(to_json)
             .filter(Value::is_object)
             .unwrap_or_else(|| Value::Object(Map::new()));
         let skip = ["machine_state", "status"];

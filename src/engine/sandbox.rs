@@ -100,22 +100,30 @@ impl SchemaChecks {
 }
 
 /// The fields read as `value.<field>` in `sources`, or `None` when `value` is used any
-/// other way (passed whole, indexed, or the word appears in text): then nothing is omitted.
+/// other way (passed whole, indexed, a method called on it, or the word appears in
+/// text): then nothing is omitted.
 fn projected_fields(sources: &[&str]) -> Option<Vec<String>> {
-    static WORD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"\bvalue\b(\.([A-Za-z_][A-Za-z0-9_]*)\b)?").expect("valid regex")
-    });
-    let mut fields = Vec::new();
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut fields: Vec<String> = Vec::new();
     for src in sources {
-        for cap in WORD.captures_iter(src) {
-            // `value.x(` is a method call on `value` (e.g. `value.len()`): not a field.
-            let field = cap.get(2)?;
-            if src[cap.get(0)?.end()..].trim_start().starts_with('(') {
+        let mut from = 0;
+        while let Some(at) = src[from..].find("value") {
+            let start = from + at;
+            let end = start + "value".len();
+            from = end;
+            let before = src[..start].chars().next_back();
+            let after = src[end..].chars().next();
+            if before.is_some_and(is_ident) || after.is_some_and(is_ident) {
+                continue; // part of a longer word
+            }
+            let rest = src[end..].strip_prefix('.')?;
+            let len = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
+            let field = &rest[..len];
+            if field.is_empty() || rest[len..].trim_start().starts_with('(') {
                 return None;
             }
-            let f = field.as_str().to_string();
-            if !fields.contains(&f) {
-                fields.push(f);
+            if !fields.iter().any(|f| f == field) {
+                fields.push(field.to_string());
             }
         }
     }
@@ -243,6 +251,9 @@ fn configured(
             ))
         })
     });
+    // No AST optimisation: the scripts are short and most run once per process, so
+    // optimising them cost more than it saved (about a tenth of a short phase).
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
     engine
         .set_strict_variables(true)
         .set_max_operations(limits::MAX_OPERATIONS + 1)
@@ -705,4 +716,32 @@ pub fn suffix_number(value: &str, prefix: &str) -> Option<i64> {
         return None;
     }
     digits.parse().ok()
+}
+
+#[cfg(test)]
+mod projection_tests {
+    use super::projected_fields;
+
+    #[test]
+    fn checks_reading_fields_see_only_those_fields() {
+        let f = projected_fields(&[
+            "status_of(value.machine_state) == ()",
+            "`${value.status} x`",
+        ]);
+        assert_eq!(f, Some(vec!["machine_state".into(), "status".into()]));
+    }
+
+    #[test]
+    fn any_other_use_of_value_sees_the_whole_document() {
+        for src in [
+            "f(value)",
+            "value[\"a\"]",
+            "value.len()",
+            "value . a",
+            "a bad value",
+        ] {
+            assert_eq!(projected_fields(&[src]), None, "{src}");
+        }
+        assert_eq!(projected_fields(&["values.x + value_x"]), Some(vec![]));
+    }
 }
