@@ -641,6 +641,9 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
                 .join(sep)
         },
     );
+    // Type tests that read a value in place (`type_of(x)` copies `x` first).
+    engine.register_fn("is_map", |v: &mut Dynamic| v.is_map());
+    engine.register_fn("is_array", |v: &mut Dynamic| v.is_array());
     // The string values of `item[field]` as the keys of a map (a set; `contains` is a lookup).
     engine.register_fn("string_set", |items: &mut Array, field: &str| -> Map {
         let mut set = Map::new();
