@@ -1,12 +1,12 @@
 //! Parsed documents, kept for the rest of the process. A step reads the same
 //! large state file up to four times (the step itself, the campaign check,
-//! the orchestrator gate, the governing phase); parsing, converting and
-//! schema-checking a 10 MB state costs about 0.2 s each time. Files under
-//! [`MIN_BYTES`] are not kept (they are cheap to read again). An entry is
-//! used only while the file is unchanged: its key is the path plus the
-//! file's device, inode, size and modification time, and every write of this
-//! program replaces the file by rename (a new inode). The cache holds a few
-//! entries (a `metaopt run` loop reads a new state each step).
+//! the orchestrator gate, the governing phase) and `metaopt run` reads the
+//! campaign file every step; parsing, converting and schema-checking a 10 MB
+//! state costs about 0.2 s each time. The file is read every time and a kept
+//! document is used only when the text is byte for byte the one it was parsed
+//! from: reading and comparing is cheap, and no file-system clock or inode
+//! reuse can make a stale copy look current. The cache holds a few entries
+//! (the oldest goes first).
 
 use crate::engine::sandbox::to_dynamic;
 use rhai::Dynamic;
@@ -15,10 +15,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Files smaller than this are parsed on every read.
-pub const MIN_BYTES: u64 = 256 * 1024;
 /// Entries kept; the oldest is dropped first.
-const ENTRIES: usize = 4;
+const ENTRIES: usize = 8;
 
 /// A parsed document and what was derived from it.
 #[derive(Debug)]
@@ -77,14 +75,12 @@ impl Doc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a kept document was parsed from.
+#[derive(Debug)]
 struct Key {
     path: String,
     yaml: bool,
-    dev: u64,
-    ino: u64,
-    len: u64,
-    modified: Option<std::time::SystemTime>,
+    text: String,
 }
 
 /// Kept documents, oldest first.
@@ -96,64 +92,61 @@ thread_local! {
         const { std::mem::ManuallyDrop::new(RefCell::new(Vec::new())) };
 }
 
-fn key(path: &str, yaml: bool) -> Option<Key> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    (meta.is_file() && meta.len() >= MIN_BYTES).then(|| Key {
-        path: path.to_string(),
-        yaml,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        len: meta.len(),
-        modified: meta.modified().ok(),
-    })
-}
-
-/// The document at `path`, parsed by `parse` unless an unchanged copy is kept.
-/// `Ok(None)`: an empty file (never kept). Errors are not kept either.
-pub fn load<E>(
-    path: &str,
-    yaml: bool,
-    parse: impl FnOnce() -> Result<Option<Value>, E>,
-) -> Result<Option<Rc<Doc>>, E> {
-    let key = key(path, yaml);
-    if let Some(k) = &key
-        && let Some(doc) = CACHE.with(|c| {
-            c.borrow()
-                .iter()
-                .find(|(ek, _)| ek == k)
-                .map(|(_, d)| d.clone())
-        })
-    {
+/// The document at `path` (`yaml`: parsed as YAML), parsed unless a copy parsed from the
+/// same text is kept. `Ok(None)`: an empty file. Read and parse errors are
+/// `(file exists, message)`, as [`crate::engine::sandbox::parse_file`] gives them.
+pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
+    let text = crate::engine::sandbox::read_file(path)?;
+    let kept = CACHE.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(k, _)| k.yaml == yaml && k.path == path && k.text == text)
+            .map(|(_, d)| d.clone())
+    });
+    if let Some(doc) = kept {
         return Ok(Some(doc));
     }
-    let Some(value) = parse()? else {
+    let Some(value) = crate::engine::sandbox::parse_text(&text, yaml)? else {
         return Ok(None);
     };
     let doc = Rc::new(Doc::new(value));
-    // Keep it only if the file did not change while it was read.
-    if let Some(k) = key
-        && self::key(path, yaml).as_ref() == Some(&k)
-    {
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            c.retain(|(ek, _)| ek.path != k.path || ek.yaml != k.yaml);
-            if c.len() >= ENTRIES {
-                c.remove(0);
-            }
-            c.push((k, doc.clone()));
-        });
-    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|(k, _)| k.path != path || k.yaml != yaml);
+        if c.len() >= ENTRIES {
+            c.remove(0);
+        }
+        let key = Key {
+            path: path.to_string(),
+            yaml,
+            text,
+        };
+        c.push((key, doc.clone()));
+    });
     Ok(Some(doc))
 }
 
-/// The kept document of `path`, if one is kept and the file is unchanged.
-pub fn kept(path: &str) -> Option<Rc<Doc>> {
-    let k = key(path, false)?;
-    CACHE.with(|c| {
-        c.borrow()
-            .iter()
-            .find(|(ek, _)| *ek == k)
-            .map(|(_, d)| d.clone())
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_document_is_used_only_for_the_same_text() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("doc.json");
+        let path_text = path.to_str().expect("utf-8 path");
+        std::fs::write(&path, r#"{"n": 1}"#).unwrap();
+        let first = load(path_text, false).unwrap().unwrap();
+        let again = load(path_text, false).unwrap().unwrap();
+        assert!(Rc::ptr_eq(&first, &again), "same text: the kept document");
+        // Same size, same path, other content: parsed anew, whatever the file clock says.
+        std::fs::write(&path, r#"{"n": 2}"#).unwrap();
+        let changed = load(path_text, false).unwrap().unwrap();
+        assert!(!Rc::ptr_eq(&first, &changed));
+        assert_eq!(changed.value["n"], 2);
+        std::fs::write(&path, "  ").unwrap();
+        assert!(load(path_text, false).unwrap().is_none(), "an empty file");
+        std::fs::remove_file(&path).unwrap();
+        assert!(!load(path_text, false).unwrap_err().0, "missing");
+    }
 }

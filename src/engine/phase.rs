@@ -243,16 +243,17 @@ fn nesting(v: &Value) -> usize {
         if depth > MAX_NESTING {
             return depth;
         }
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(m) => Box::new(m.values()),
-            _ => return depth,
-        };
-        children
-            .map(|c| walk(c, depth + 1))
-            .max()
-            .unwrap_or(depth + 1)
-            .max(depth + 1)
+        match v {
+            Value::Array(a) => a
+                .iter()
+                .map(|c| walk(c, depth + 1))
+                .fold(depth + 1, usize::max),
+            Value::Object(m) => m
+                .values()
+                .map(|c| walk(c, depth + 1))
+                .fold(depth + 1, usize::max),
+            _ => depth,
+        }
     }
     walk(v, 0)
 }

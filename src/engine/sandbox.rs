@@ -351,20 +351,29 @@ fn read_result(
 
 /// Parses a file as JSON or YAML into JSON; `Ok(None)` when empty.
 pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String)> {
-    let text = match fsio::read_text_capped(Path::new(path)) {
-        Ok(t) => t,
-        Err(ReadFailure::Missing) => return Err((false, "file not found".into())),
-        Err(ReadFailure::Unreadable(msg)) => return Err((true, format!("unreadable: {msg}"))),
-    };
+    parse_text(&read_file(path)?, yaml)
+}
+
+/// The text of `path`; `Err((exists, message))` when it cannot be read.
+pub fn read_file(path: &str) -> Result<String, (bool, String)> {
+    match fsio::read_text_capped(Path::new(path)) {
+        Ok(t) => Ok(t),
+        Err(ReadFailure::Missing) => Err((false, "file not found".into())),
+        Err(ReadFailure::Unreadable(msg)) => Err((true, format!("unreadable: {msg}"))),
+    }
+}
+
+/// Parses `text` as JSON or YAML into JSON; `Ok(None)` when empty.
+pub fn parse_text(text: &str, yaml: bool) -> Result<Option<Value>, (bool, String)> {
     if text.trim().is_empty() {
         return Ok(None);
     }
     if yaml {
-        let doc = serde_yaml::from_str::<Value>(&text)
+        let doc = serde_yaml::from_str::<Value>(text)
             .map_err(|e| (true, format!("invalid yaml: {e}")))?;
         // A YAML mapping with a duplicate key is an error, not "the last one wins"
         // (deserialising straight into JSON silently keeps the last).
-        let mut raw = serde_yaml::from_str::<serde_yaml::Value>(&text)
+        let mut raw = serde_yaml::from_str::<serde_yaml::Value>(text)
             .map_err(|e| (true, format!("invalid yaml: {e}")))?;
         // JSON has no NaN or infinity: keep `.nan` / `.inf` as text so that the schema
         // reports "expected number, got string \".nan\"" instead of a silent null.
@@ -376,9 +385,9 @@ pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String
         // A document of comments only (or `~`) is as empty as a blank file.
         Ok(Some(doc).filter(|d| !d.is_null()))
     } else {
-        serde_json::from_str::<Value>(&text)
+        serde_json::from_str::<Value>(text)
             .map(Some)
-            .map_err(|e| (true, format!("invalid json: {e}{}", near(&text, &e))))
+            .map_err(|e| (true, format!("invalid json: {e}{}", near(text, &e))))
     }
 }
 
@@ -483,7 +492,7 @@ fn read_doc(
     yaml: bool,
     schema: &str,
 ) -> Map {
-    match crate::engine::doc_cache::load(path, yaml, || parse_file(path, yaml)) {
+    match crate::engine::doc_cache::load(path, yaml) {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
         Ok(Some(doc)) => {
             let issues = if schema.is_empty() {

@@ -8,7 +8,7 @@
 use crate::engine::effects;
 use crate::engine::handoff::{to_pretty, violations};
 use crate::engine::phase::{GuardSeen, PhaseArgs, PhaseOutcome, lookup, run_phase};
-use crate::engine::sandbox::{parse_file, schema_issues};
+use crate::engine::sandbox::schema_issues;
 use crate::exec::directives::{self, ExecutorKind};
 use crate::exec::journal;
 use crate::machine::Machine;
@@ -137,7 +137,7 @@ pub fn project_args(machine: &Machine, opts: &StepOptions) -> PhaseArgs {
 /// Reads the state strictly; `Ok(None)` when there is none.
 pub fn read_state(machine: &Machine) -> Result<Option<Value>, String> {
     let path = layout(machine, "state");
-    match crate::engine::doc_cache::load(path, false, || parse_file(path, false)) {
+    match crate::engine::doc_cache::load(path, false) {
         Err((false, _)) => Ok(None),
         Err((true, msg)) => Err(format!("{path}: {msg}")),
         Ok(None) => Err(format!("{path}: state file is empty")),

@@ -159,6 +159,8 @@ pub struct Machine {
     pub sandbox: Sandbox,
     /// `fragments.yaml`, spliced into phases when they compile.
     pub fragments: FragmentsTable,
+    /// `sha256:` of the tables, computed on first use.
+    hash: std::cell::OnceCell<String>,
 }
 
 /// Errors found while loading tables, each naming its file.
@@ -409,6 +411,7 @@ impl Machine {
             templates,
             sandbox,
             fragments,
+            hash: std::cell::OnceCell::new(),
         };
         errors.extend(machine.reference_errors());
         if eager {
@@ -503,7 +506,8 @@ impl Machine {
 
     /// Hash of the tables in force.
     pub fn hash(&self) -> String {
-        self.source.hash()
+        // Hashed once: the journal asks on every phase a step applies.
+        self.hash.get_or_init(|| self.source.hash()).clone()
     }
 }
 
