@@ -6,7 +6,9 @@
 //! document is used only when the text is byte for byte the one it was parsed
 //! from: reading and comparing is cheap, and no file-system clock or inode
 //! reuse can make a stale copy look current. The cache holds a few entries
-//! (the oldest goes first).
+//! (the oldest goes first). Only processes that run several phases keep
+//! documents ([`keep_documents`], called by the orchestrator step): a single
+//! `metaopt agent` phase reads each file once and would only hold more memory.
 
 use crate::engine::sandbox::to_dynamic;
 use rhai::Dynamic;
@@ -87,9 +89,15 @@ struct Key {
 type Entries = RefCell<Vec<(Key, Rc<Doc>)>>;
 
 thread_local! {
+    static KEEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     // Never dropped: at process exit the kernel frees it faster than a destructor.
     static CACHE: std::mem::ManuallyDrop<Entries> =
         const { std::mem::ManuallyDrop::new(RefCell::new(Vec::new())) };
+}
+
+/// From now on, parsed documents are kept for the rest of the process.
+pub fn keep_documents() {
+    KEEP.with(|k| k.set(true));
 }
 
 /// The document at `path` (`yaml`: parsed as YAML), parsed unless a copy parsed from the
@@ -110,6 +118,9 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
         return Ok(None);
     };
     let doc = Rc::new(Doc::new(value));
+    if !KEEP.with(std::cell::Cell::get) {
+        return Ok(Some(doc));
+    }
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.retain(|(k, _)| k.path != path || k.yaml != yaml);
@@ -132,6 +143,7 @@ mod tests {
 
     #[test]
     fn a_kept_document_is_used_only_for_the_same_text() {
+        keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("doc.json");
         let path_text = path.to_str().expect("utf-8 path");

@@ -163,6 +163,8 @@ pub fn read_state(machine: &Machine) -> Result<Option<Value>, String> {
 pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     let lock_path = Path::new(layout(machine, "state")).with_file_name("lock");
     let _lock = ProjectLock::acquire(&lock_path)?;
+    // A step reads the state in up to four phases: parse it once.
+    crate::engine::doc_cache::keep_documents();
     crate::engine::timing::mark("step start");
     let mut state = read_state(machine)?;
     crate::engine::timing::mark("read state");
