@@ -30,6 +30,8 @@ pub struct Library {
     chunks: RefCell<Vec<Chunk>>,
     /// Function name → its chunks (one per overload).
     by_name: HashMap<String, Vec<usize>>,
+    /// Lines that are neither a function nor a comment (reported by `compile_all`).
+    stray: Vec<String>,
 }
 
 /// Identifiers in `text` (words of letters, digits and `_` not starting with a digit).
@@ -43,8 +45,26 @@ impl Library {
     pub fn new(files: &[(String, String)]) -> Self {
         let mut chunks = Vec::new();
         let mut by_name = HashMap::new();
+        let mut stray = Vec::new();
         for (file, text) in files {
             let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            // Only functions and comments at the top level: anything else would be
+            // dropped when a script takes the functions it calls.
+            for (i, line) in lines.iter().enumerate() {
+                let top = line.trim_end();
+                let allowed = top.is_empty()
+                    || top.starts_with(char::is_whitespace)
+                    || top.starts_with("//")
+                    || top.starts_with('}')
+                    || top.starts_with("fn ")
+                    || top.starts_with("private fn ");
+                if !allowed {
+                    stray.push(format!(
+                        "{file}: line {}: only functions and comments may start at the beginning of a line (found `{top}`)",
+                        i + 1
+                    ));
+                }
+            }
             let starts: Vec<usize> = lines
                 .iter()
                 .enumerate()
@@ -77,6 +97,7 @@ impl Library {
         Self {
             chunks: RefCell::new(chunks),
             by_name,
+            stray,
         }
     }
 
@@ -131,10 +152,13 @@ impl Library {
         Ok(Some(out))
     }
 
-    /// Compiles every chunk; one message per chunk that does not compile.
+    /// Compiles every chunk; one message per chunk that does not compile and per line
+    /// outside a function.
     pub fn compile_all(&self, engine: &Engine) -> Vec<String> {
         let n = self.chunks.borrow().len();
-        (0..n).filter_map(|i| self.load(engine, i).err()).collect()
+        let mut errors = self.stray.clone();
+        errors.extend((0..n).filter_map(|i| self.load(engine, i).err()));
+        errors
     }
 }
 
@@ -171,5 +195,17 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("lib/bad.rhai: "), "{}", errors[0]);
         assert!(errors[0].contains("line 3"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn top_level_statements_are_reported() {
+        let engine = Engine::new_raw();
+        let l = Library::new(&[(
+            "lib/s.rhai".into(),
+            "// ok\nconst LIMIT = 3;\nfn f() {\n    LIMIT\n}\n".into(),
+        )]);
+        let errors = l.compile_all(&engine);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("lib/s.rhai: line 2"), "{}", errors[0]);
     }
 }

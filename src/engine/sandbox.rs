@@ -438,25 +438,14 @@ fn name_non_finite(v: &mut serde_yaml::Value) -> bool {
     }
 }
 
-/// Runs the structural schema and its cross checks on `doc`.
+/// Runs the structural schema and its cross checks on `doc` (the checks see only the
+/// fields they read: see [`SchemaChecks::fields`]).
 pub fn schema_issues(
     engine: &Engine,
     shared: &SharedTables,
     schema: &str,
     doc: &Value,
 ) -> Result<Vec<String>, String> {
-    schema_issues_with(engine, shared, schema, doc, None).map(|(issues, _)| issues)
-}
-
-/// [`schema_issues`], converting `doc` for the cross checks only once: the rhai value
-/// is taken from `converted` when given and handed back for reuse (large states).
-fn schema_issues_with(
-    engine: &Engine,
-    shared: &SharedTables,
-    schema: &str,
-    doc: &Value,
-    converted: Option<Dynamic>,
-) -> Result<(Vec<String>, Option<Dynamic>), String> {
     let compiled = shared
         .schemas
         .get(schema)
@@ -466,8 +455,7 @@ fn schema_issues_with(
         && let Some(checks) = shared.schema_checks.get(schema)
     {
         let mut scope = Scope::new();
-        let reused = converted.is_some();
-        scope.push_dynamic("value", converted.unwrap_or_else(|| checks.view(doc)));
+        scope.push_dynamic("value", checks.view(doc));
         for (guard, message) in &checks.checks {
             let broken = engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, guard)
@@ -479,10 +467,8 @@ fn schema_issues_with(
                 issues.push(msg.to_string());
             }
         }
-        let value = scope.remove::<Dynamic>("value");
-        return Ok((issues, if reused { value } else { None }));
     }
-    Ok((issues, converted))
+    Ok(issues)
 }
 
 fn read_doc(
