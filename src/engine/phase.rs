@@ -419,6 +419,24 @@ impl<'m> Run<'m> {
         }
     }
 
+    /// True when the binding named `state` is a state already in `target` (or no target).
+    fn state_stays_in(&self, target: Option<&str>) -> bool {
+        let Some(map) = self
+            .scope
+            .get("state")
+            .and_then(|d| d.read_lock::<rhai::Map>())
+        else {
+            return false;
+        };
+        let Some(current) = map
+            .get("machine_state")
+            .and_then(|v| v.read_lock::<rhai::ImmutableString>())
+        else {
+            return false;
+        };
+        target.is_none_or(|t| t == current.as_str())
+    }
+
     /// The state the rule writes and its patch against the binding named `state`.
     fn new_state(&mut self, rule: &CompiledRule) -> Result<(Value, Value), String> {
         let base = self
@@ -506,6 +524,13 @@ impl<'m> Run<'m> {
         let (patch_value, state_out) = if !self.agent.table.patches_state {
             (Value::Null, None)
         } else if rule.preserve_state {
+            (json!({}), None)
+        } else if rule.set.is_empty()
+            && rule.new_state.is_none()
+            && rule.consume.is_empty()
+            && self.state_stays_in(recommended)
+        {
+            // Nothing to change: no copy of the state, no patch, nothing to write.
             (json!({}), None)
         } else {
             let (patch_value, mut new_state) = self.new_state(rule)?;

@@ -13,7 +13,7 @@ use crate::exec::directives::{self, ExecutorKind};
 use crate::exec::journal;
 use crate::machine::Machine;
 use crate::machine::model::StateKind;
-use crate::workspace::fsio::{resolves_inside, write_atomic};
+use crate::workspace::fsio::{Inside, write_atomic};
 use crate::workspace::lock::ProjectLock;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -345,17 +345,16 @@ fn apply_outcome(
 ) -> Result<String, String> {
     let handoff_path = format!("{}/{agent}-{current}.json", layout(machine, "handoffs"));
     let mut found = violations(machine, agent, &outcome.handoff, Path::new("."));
+    let workspace = Inside::new(Path::new("."), ".ml-metaopt");
     for w in &outcome.writes {
         let p = w.path();
-        let inside = Path::new(p)
-            .parent()
-            .is_some_and(|_| resolves_inside(Path::new("."), p, ".ml-metaopt"));
+        let inside = Path::new(p).parent().is_some_and(|_| workspace.contains(p));
         if !inside && p != args.agents_path {
             found.push(format!("phase writes `{p}` outside .ml-metaopt/"));
         }
     }
     for p in &outcome.consumes {
-        if !resolves_inside(Path::new("."), p, ".ml-metaopt") {
+        if !workspace.contains(p) {
             found.push(format!(
                 "phase moves `{p}`, which resolves outside .ml-metaopt/"
             ));

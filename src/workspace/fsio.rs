@@ -91,24 +91,53 @@ pub fn normalize(path: &Path) -> PathBuf {
 
 /// True when `path` (relative to `base`) resolves inside `base/dir`, symlinks followed.
 pub fn resolves_inside(base: &Path, path: &str, dir: &str) -> bool {
-    let candidate = Path::new(path);
-    if candidate.is_absolute() || path.is_empty() {
-        return false;
+    Inside::new(base, dir).contains(path)
+}
+
+/// [`resolves_inside`] for many paths under one `base/dir`: the directory is resolved
+/// once (a gate that consumes 1,000 result files checks each of them).
+#[derive(Debug, Clone)]
+pub struct Inside {
+    base: PathBuf,
+    root: PathBuf,
+    /// The directory with symlinks followed; `None` when it leads out of `base`.
+    real_root: Option<PathBuf>,
+}
+
+impl Inside {
+    /// Confinement to `base/dir`.
+    pub fn new(base: &Path, dir: &str) -> Self {
+        let root = normalize(&base.join(dir));
+        // The directory itself must not be a symlink leading out of the project.
+        let real_root = resolve(&root);
+        let real_root = real_root.starts_with(resolve(base)).then_some(real_root);
+        Self {
+            base: base.to_path_buf(),
+            root,
+            real_root,
+        }
     }
-    if candidate
-        .components()
-        .any(|c| matches!(c, Component::ParentDir))
-    {
-        return false;
+
+    /// True when `path` (relative to the base) resolves inside the directory.
+    pub fn contains(&self, path: &str) -> bool {
+        let candidate = Path::new(path);
+        if candidate.is_absolute() || path.is_empty() {
+            return false;
+        }
+        if candidate
+            .components()
+            .any(|c| matches!(c, Component::ParentDir))
+        {
+            return false;
+        }
+        let lexical = normalize(&self.base.join(candidate));
+        if !lexical.starts_with(&self.root) {
+            return false;
+        }
+        self.real_root
+            .as_ref()
+            .is_some_and(|real_root| resolve(&lexical).starts_with(real_root))
     }
-    let root = normalize(&base.join(dir));
-    let lexical = normalize(&base.join(candidate));
-    if !lexical.starts_with(&root) {
-        return false;
-    }
-    // The directory itself must not be a symlink leading out of the project.
-    let real_root = resolve(&root);
-    real_root.starts_with(resolve(base)) && resolve(&lexical).starts_with(real_root)
 }
 
 /// `path` with symlinks followed as far as it exists, the rest appended lexically.
