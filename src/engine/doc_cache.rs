@@ -42,7 +42,7 @@ impl Doc {
     }
 
     /// The script value (a copy of the one kept).
-    pub fn converted(&self) -> Dynamic {
+    fn converted(&self) -> Dynamic {
         self.converted
             .borrow_mut()
             .get_or_insert_with(|| to_dynamic(&self.value))
@@ -60,16 +60,18 @@ impl Doc {
         }
     }
 
-    /// The issues `check` finds for `schema`, computed once per schema.
+    /// The issues of the document against `schema` (structure and cross checks),
+    /// computed once per schema.
     pub fn issues(
         &self,
+        engine: &rhai::Engine,
+        shared: &crate::engine::sandbox::SharedTables,
         schema: &str,
-        check: impl FnOnce(&Value) -> Result<Vec<String>, String>,
     ) -> Result<Vec<String>, String> {
         if let Some(found) = self.issues.borrow().get(schema) {
             return Ok(found.clone());
         }
-        let found = check(&self.value)?;
+        let found = crate::engine::sandbox::schema_issues(engine, shared, schema, &self.value)?;
         self.issues
             .borrow_mut()
             .insert(schema.to_string(), found.clone());

@@ -184,14 +184,14 @@ mod tests {
         assert!(l.needed_by(&engine, "1 + 2").unwrap().is_none());
     }
 
+    /// What `compile_all` reports for one library file.
+    fn errors_of(file: &str, text: &str) -> Vec<String> {
+        Library::new(&[(file.into(), text.into())]).compile_all(&Engine::new_raw())
+    }
+
     #[test]
     fn chunk_errors_name_the_file_and_the_line_of_the_file() {
-        let engine = Engine::new_raw();
-        let l = Library::new(&[(
-            "lib/bad.rhai".into(),
-            "fn ok() { 1 }\n\nfn bad( { }\n".into(),
-        )]);
-        let errors = l.compile_all(&engine);
+        let errors = errors_of("lib/bad.rhai", "fn ok() { 1 }\n\nfn bad( { }\n");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("lib/bad.rhai: "), "{}", errors[0]);
         assert!(errors[0].contains("line 3"), "{}", errors[0]);
@@ -199,12 +199,10 @@ mod tests {
 
     #[test]
     fn top_level_statements_are_reported() {
-        let engine = Engine::new_raw();
-        let l = Library::new(&[(
-            "lib/s.rhai".into(),
-            "// ok\nconst LIMIT = 3;\nfn f() {\n    LIMIT\n}\n".into(),
-        )]);
-        let errors = l.compile_all(&engine);
+        let errors = errors_of(
+            "lib/s.rhai",
+            "// ok\nconst LIMIT = 3;\nfn f() {\n    LIMIT\n}\n",
+        );
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("lib/s.rhai: line 2"), "{}", errors[0]);
     }

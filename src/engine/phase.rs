@@ -439,6 +439,14 @@ impl<'m> Run<'m> {
 
     /// The state the rule writes and its patch against the binding named `state`.
     fn new_state(&mut self, rule: &CompiledRule) -> Result<(Value, Value), String> {
+        let whole = rule.new_state.as_ref().map(|t| self.eval(t)).transpose()?;
+        let mut sets = Vec::with_capacity(rule.set.len());
+        for (path, t) in &rule.set {
+            let v = self
+                .eval(t)
+                .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
+            sets.push((path, v));
+        }
         let base = self
             .scope
             .get("state")
@@ -446,13 +454,9 @@ impl<'m> Run<'m> {
             .filter(Value::is_object)
             .unwrap_or_else(|| Value::Object(Map::new()));
         let skip = ["machine_state", "status"];
-        if let Some(t) = &rule.new_state {
+        if let Some(mut new_state) = whole {
             // A whole new state: diffed against the base key by key.
-            let mut new_state = self.eval(t)?;
-            for (path, t) in &rule.set {
-                let v = self
-                    .eval(t)
-                    .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
+            for (path, v) in sets {
                 set_path(&mut new_state, path, v);
             }
             return Ok((patch::diff(&base, &new_state, &skip), new_state));
@@ -462,10 +466,7 @@ impl<'m> Run<'m> {
         let mut new_state = base;
         let mut before = Map::new();
         let mut touched: Vec<String> = Vec::new();
-        for (path, t) in &rule.set {
-            let v = self
-                .eval(t)
-                .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
+        for (path, v) in sets {
             if let (Some(top), Value::Object(m)) = (path.first(), &mut new_state)
                 && !touched.contains(top)
             {

@@ -53,7 +53,7 @@ impl TextTemplates {
             return Ok(None);
         };
         let names = [CTX.to_string()];
-        let t = Rc::new(TextTemplate::compile_with(text, &names, |src, names| {
+        let t = Rc::new(TextTemplate::compile(text, &names, |src, names| {
             compile_script(engine, &self.library, src, names)
         })?);
         self.compiled

@@ -311,6 +311,12 @@ fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
     ))
 }
 
+/// `item[field]` as text, when `item` is a map holding `field`.
+fn field_text(item: &Dynamic, field: &str) -> Option<String> {
+    item.read_lock::<Map>()
+        .and_then(|m| m.get(field).map(|v| v.to_string()))
+}
+
 /// The result map every read primitive returns.
 fn read_result(
     path: &str,
@@ -484,10 +490,8 @@ fn read_doc(
             let issues = if schema.is_empty() {
                 vec![]
             } else {
-                doc.issues(schema, |v| {
-                    schema_issues(ctx.engine(), &shared.borrow(), schema, v)
-                })
-                .unwrap_or_else(|e| vec![e])
+                doc.issues(ctx.engine(), &shared.borrow(), schema)
+                    .unwrap_or_else(|e| vec![e])
             };
             read_result(path, Ok((doc.into_converted(), false)), issues)
         }
@@ -599,10 +603,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
         |items: &mut Array, field: &str, prefix: &str| -> i64 {
             items
                 .iter()
-                .filter_map(|item| {
-                    item.read_lock::<Map>()
-                        .and_then(|m| m.get(field).map(|v| v.to_string()))
-                })
+                .filter_map(|item| field_text(item, field))
                 .filter_map(|v| suffix_number(&v, prefix))
                 .max()
                 .unwrap_or(0)
@@ -627,11 +628,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
         |items: &mut Array, field: &str, sep: &str| -> String {
             items
                 .iter()
-                .map(|item| {
-                    item.read_lock::<Map>()
-                        .and_then(|m| m.get(field).map(|v| v.to_string()))
-                        .unwrap_or_default()
-                })
+                .map(|item| field_text(item, field).unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join(sep)
         },

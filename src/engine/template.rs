@@ -138,13 +138,8 @@ enum TextPart {
 }
 
 impl TextTemplate {
-    /// Compiles the holes of `text` against the names in scope.
-    pub fn compile(sandbox: &Sandbox, text: &str, names: &[String]) -> Result<Self, String> {
-        Self::compile_with(text, names, |src, names| sandbox.compile(src, names))
-    }
-
-    /// [`TextTemplate::compile`] with the script compiler given.
-    pub fn compile_with(
+    /// Compiles the holes of `text` against the names in scope with `compile`.
+    pub fn compile(
         text: &str,
         names: &[String],
         compile: impl Fn(&str, &[String]) -> Result<rhai::AST, String>,

@@ -8,7 +8,6 @@
 use crate::engine::effects;
 use crate::engine::handoff::{to_pretty, violations};
 use crate::engine::phase::{GuardSeen, PhaseArgs, PhaseOutcome, lookup, run_phase};
-use crate::engine::sandbox::schema_issues;
 use crate::exec::directives::{self, ExecutorKind};
 use crate::exec::journal;
 use crate::machine::Machine;
@@ -142,14 +141,11 @@ pub fn read_state(machine: &Machine) -> Result<Option<Value>, String> {
         Err((true, msg)) => Err(format!("{path}: {msg}")),
         Ok(None) => Err(format!("{path}: state file is empty")),
         Ok(Some(doc)) => {
-            let issues = doc.issues("state", |v| {
-                schema_issues(
-                    &machine.sandbox.engine,
-                    &machine.sandbox.shared.borrow(),
-                    "state",
-                    v,
-                )
-            })?;
+            let issues = doc.issues(
+                &machine.sandbox.engine,
+                &machine.sandbox.shared.borrow(),
+                "state",
+            )?;
             if issues.is_empty() {
                 Ok(Some(doc.value.clone()))
             } else {
