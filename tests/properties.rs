@@ -99,7 +99,7 @@ proptest! {
         for yaml in [true, false] {
             if let Ok(Some(doc)) = sandbox::parse_file(&path, yaml) {
                 for schema in ["campaign", "state"] {
-                    let _ = sandbox::schema_issues(&m.sandbox.engine, &m.sandbox.shared.borrow(), schema, &doc);
+                    let _ = sandbox::schema_issues(&m.sandbox.engine, &m.sandbox.shared.borrow(), schema, &sandbox::to_dynamic(&doc));
                 }
                 let _ = handoff::violations(&m, "metaopt-background-control", &doc, dir.path());
             }

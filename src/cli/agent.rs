@@ -94,7 +94,9 @@ pub fn execute(machine: &Machine, args: &AgentArgs) -> Result<PhaseOutcome, Stri
     if args.apply_state
         && let Some(state) = &outcome.new_state
     {
-        write_atomic(Path::new(&args.state_path), to_pretty(state).as_bytes())
+        let text = crate::engine::doc::to_pretty(state)
+            .map_err(|e| format!("{}: cannot write state: {e}", args.state_path))?;
+        write_atomic(Path::new(&args.state_path), text.as_bytes())
             .map_err(|e| format!("{}: cannot write state: {e}", args.state_path))?;
         effects::consume(&outcome.consumes)?;
     }

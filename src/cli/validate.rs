@@ -40,7 +40,7 @@ pub fn campaign_issues(
         &machine.sandbox.engine,
         &machine.sandbox.shared.borrow(),
         schema,
-        &doc,
+        &crate::engine::sandbox::to_dynamic(&doc),
     ) {
         Ok(issues) => issues.into_iter().map(|i| (locate(&text, &i), i)).collect(),
         Err(e) => vec![(None, e)],

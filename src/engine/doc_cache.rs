@@ -10,9 +10,7 @@
 //! documents ([`keep_documents`], called by the orchestrator step): a single
 //! `metaopt agent` phase reads each file once and would only hold more memory.
 
-use crate::engine::sandbox::to_dynamic;
 use rhai::Dynamic;
-use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -20,43 +18,29 @@ use std::rc::Rc;
 /// Entries kept; the oldest is dropped first.
 const ENTRIES: usize = 8;
 
-/// A parsed document and what was derived from it.
+/// A parsed document (as the script value the tables read) and what was derived from it.
 #[derive(Debug)]
 pub struct Doc {
     /// The document.
-    pub value: Value,
-    /// Its script value, converted on first use.
-    converted: RefCell<Option<Dynamic>>,
+    pub value: Dynamic,
     /// Schema name → issues found.
     issues: RefCell<HashMap<String, Vec<String>>>,
 }
 
 impl Doc {
     /// A document not (yet) derived from.
-    pub fn new(value: Value) -> Self {
+    pub fn new(value: Dynamic) -> Self {
         Self {
             value,
-            converted: RefCell::new(None),
             issues: RefCell::new(HashMap::new()),
         }
     }
 
-    /// The script value (a copy of the one kept).
-    fn converted(&self) -> Dynamic {
-        self.converted
-            .borrow_mut()
-            .get_or_insert_with(|| to_dynamic(&self.value))
-            .clone()
-    }
-
-    /// The script value, without a copy when nobody else holds the document.
-    pub fn into_converted(self: Rc<Self>) -> Dynamic {
+    /// The document, without a copy when nobody else holds it.
+    pub fn into_value(self: Rc<Self>) -> Dynamic {
         match Rc::try_unwrap(self) {
-            Ok(doc) => doc
-                .converted
-                .into_inner()
-                .unwrap_or_else(|| to_dynamic(&doc.value)),
-            Err(shared) => shared.converted(),
+            Ok(doc) => doc.value,
+            Err(shared) => shared.value.clone(),
         }
     }
 
@@ -116,7 +100,7 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
     if let Some(doc) = kept {
         return Ok(Some(doc));
     }
-    let Some(value) = crate::engine::sandbox::parse_text(&text, yaml)? else {
+    let Some(value) = crate::engine::sandbox::parse_text_dynamic(&text, yaml)? else {
         return Ok(None);
     };
     let doc = Rc::new(Doc::new(value));
@@ -157,7 +141,7 @@ mod tests {
         std::fs::write(&path, r#"{"n": 2}"#).unwrap();
         let changed = load(path_text, false).unwrap().unwrap();
         assert!(!Rc::ptr_eq(&first, &changed));
-        assert_eq!(changed.value["n"], 2);
+        assert_eq!(crate::engine::doc::to_json(&changed.value)["n"], 2);
         std::fs::write(&path, "  ").unwrap();
         assert!(load(path_text, false).unwrap().is_none(), "an empty file");
         std::fs::remove_file(&path).unwrap();

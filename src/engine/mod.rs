@@ -1,5 +1,6 @@
 //! The interpreter: sandbox, templates, phase runner, patches, handoff validation.
 
+pub mod doc;
 pub mod doc_cache;
 pub mod effects;
 pub mod handoff;

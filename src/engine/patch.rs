@@ -2,41 +2,55 @@
 //! application. Objects are diffed key by key; anything else is replaced
 //! whole. A key that disappears is written as `null`.
 
-use serde_json::{Map, Value};
+use crate::engine::doc::{from_json, same, to_json};
+use rhai::{Dynamic, Map};
+use serde_json::Value;
+
+/// JSON object (the patch being built).
+type JsonMap = serde_json::Map<String, Value>;
 
 /// Minimal recursive patch that turns `old` into `new`, skipping `skip` keys at the top level.
 pub fn diff(old: &Value, new: &Value, skip: &[&str]) -> Value {
+    diff_values(&from_json(old), &from_json(new), skip)
+}
+
+/// [`diff`] of two script values (states are held as script values).
+pub fn diff_values(old: &Dynamic, new: &Dynamic, skip: &[&str]) -> Value {
     let empty = Map::new();
-    let old_map = old.as_object().unwrap_or(&empty);
-    let Some(new_map) = new.as_object() else {
-        return Value::Object(Map::new());
+    let old_lock = old.read_lock::<Map>();
+    let old_map = old_lock.as_deref().unwrap_or(&empty);
+    let Some(new_map) = new.read_lock::<Map>() else {
+        return Value::Object(JsonMap::new());
     };
-    let mut out = Map::new();
-    diff_maps(old_map, new_map, skip, &mut out);
+    let mut out = JsonMap::new();
+    diff_maps(old_map, &new_map, skip, &mut out);
     Value::Object(out)
 }
 
-/// [`diff`] where only `keys` can differ: `old` holds those of them the old state had,
-/// `new` is the whole new state. Equal to `diff(old_state, new)` for such states.
-pub fn diff_keys(old: &Map<String, Value>, new: &Value, keys: &[String], skip: &[&str]) -> Value {
-    let mut out = Map::new();
+/// [`diff_values`] where only `keys` can differ: `old` holds those of them the old state
+/// had, `new` is the whole new state. Equal to `diff_values(old_state, new)` for such states.
+pub fn diff_keys(old: &Map, new: &Dynamic, keys: &[String], skip: &[&str]) -> Value {
+    let mut out = JsonMap::new();
     let empty = Map::new();
-    let new_map = new.as_object().unwrap_or(&empty);
+    let new_lock = new.read_lock::<Map>();
+    let new_map = new_lock.as_deref().unwrap_or(&empty);
     for key in keys {
         if skip.contains(&key.as_str()) {
             continue;
         }
-        match (old.get(key), new_map.get(key)) {
-            (Some(o), Some(n)) if o == n => {}
-            (Some(Value::Object(o)), Some(Value::Object(n))) => {
-                let mut inner = Map::new();
-                diff_maps(o, n, &[], &mut inner);
+        match (old.get(key.as_str()), new_map.get(key.as_str())) {
+            (Some(o), Some(n)) if same(o, n) => {}
+            (Some(o), Some(n)) if o.is_map() && n.is_map() => {
+                let mut inner = JsonMap::new();
+                if let (Some(o), Some(n)) = (o.read_lock::<Map>(), n.read_lock::<Map>()) {
+                    diff_maps(&o, &n, &[], &mut inner);
+                }
                 if !inner.is_empty() {
                     out.insert(key.clone(), Value::Object(inner));
                 }
             }
             (_, Some(n)) => {
-                out.insert(key.clone(), n.clone());
+                out.insert(key.clone(), to_json(n));
             }
             (Some(_), None) => {
                 out.insert(key.clone(), Value::Null);
@@ -47,35 +61,32 @@ pub fn diff_keys(old: &Map<String, Value>, new: &Value, keys: &[String], skip: &
     Value::Object(out)
 }
 
-fn diff_maps(
-    old: &Map<String, Value>,
-    new: &Map<String, Value>,
-    skip: &[&str],
-    out: &mut Map<String, Value>,
-) {
+fn diff_maps(old: &Map, new: &Map, skip: &[&str], out: &mut JsonMap) {
     for (key, new_value) in new {
         if skip.contains(&key.as_str()) {
             continue;
         }
-        match old.get(key) {
-            Some(old_value) if old_value == new_value => {}
-            Some(Value::Object(old_obj)) if new_value.is_object() => {
-                let mut inner = Map::new();
-                if let Some(new_obj) = new_value.as_object() {
-                    diff_maps(old_obj, new_obj, &[], &mut inner);
+        match old.get(key.as_str()) {
+            Some(old_value) if same(old_value, new_value) => {}
+            Some(old_value) if old_value.is_map() && new_value.is_map() => {
+                let mut inner = JsonMap::new();
+                if let (Some(o), Some(n)) =
+                    (old_value.read_lock::<Map>(), new_value.read_lock::<Map>())
+                {
+                    diff_maps(&o, &n, &[], &mut inner);
                 }
                 if !inner.is_empty() {
-                    out.insert(key.clone(), Value::Object(inner));
+                    out.insert(key.to_string(), Value::Object(inner));
                 }
             }
             _ => {
-                out.insert(key.clone(), new_value.clone());
+                out.insert(key.to_string(), to_json(new_value));
             }
         }
     }
     for key in old.keys() {
-        if !new.contains_key(key) && !skip.contains(&key.as_str()) {
-            out.insert(key.clone(), Value::Null);
+        if !new.contains_key(key.as_str()) && !skip.contains(&key.as_str()) {
+            out.insert(key.to_string(), Value::Null);
         }
     }
 }
@@ -134,14 +145,15 @@ mod tests {
             .iter()
             .map(|k| k.to_string())
             .collect();
-        let before = old.as_object().unwrap().clone();
+        let before = from_json(&old).cast::<Map>();
+        let new_value = from_json(&new);
         let skip = ["machine_state"];
         assert_eq!(
-            diff_keys(&before, &new, &keys, &skip),
+            diff_keys(&before, &new_value, &keys, &skip),
             diff(&old, &new, &skip)
         );
         assert_eq!(
-            diff_keys(&before, &new, &keys, &skip),
+            diff_keys(&before, &new_value, &keys, &skip),
             json!({"a": {"y": 3}, "d": null, "e": null})
         );
     }

@@ -4,7 +4,7 @@
 //! runner knows nothing of any particular agent: all of that is in the table.
 
 use crate::engine::patch;
-use crate::engine::sandbox::{to_dynamic, to_json};
+use crate::engine::sandbox::to_dynamic;
 use crate::machine::{CompiledAgent, CompiledPhase, CompiledRule, CompiledStep, Machine};
 use rhai::{Dynamic, Scope};
 use serde_json::{Map, Value, json};
@@ -89,7 +89,7 @@ pub struct PhaseOutcome {
     /// The handoff envelope.
     pub handoff: Value,
     /// The full new state, when the outcome changes or confirms it.
-    pub new_state: Option<Value>,
+    pub new_state: Option<Dynamic>,
     /// Files to write before the handoff.
     pub writes: Vec<FileWrite>,
     /// Files to move aside once the new state is persisted.
@@ -238,28 +238,12 @@ const STATE_SCHEMA: &str = "state";
 const MAX_NESTING: usize = 127;
 
 /// How deeply arrays and objects nest in `v` (a scalar: 0); stops counting past the limit.
-fn nesting(v: &Value) -> usize {
-    fn walk(v: &Value, depth: usize) -> usize {
-        if depth > MAX_NESTING {
-            return depth;
-        }
-        match v {
-            Value::Array(a) => a
-                .iter()
-                .map(|c| walk(c, depth + 1))
-                .fold(depth + 1, usize::max),
-            Value::Object(m) => m
-                .values()
-                .map(|c| walk(c, depth + 1))
-                .fold(depth + 1, usize::max),
-            _ => depth,
-        }
-    }
-    walk(v, 0)
+fn nesting(v: &Dynamic) -> usize {
+    crate::engine::doc::nesting(v, MAX_NESTING)
 }
 
 /// Why `state`, once written, would not load back strictly (JSON nesting, schema), if so.
-fn state_problem(machine: &Machine, state: &Value) -> Option<String> {
+fn state_problem(machine: &Machine, state: &Dynamic) -> Option<String> {
     if nesting(state) > MAX_NESTING {
         return Some(format!(
             "invalid json: recursion limit exceeded (arrays and objects nested deeper than {MAX_NESTING})"
@@ -292,7 +276,7 @@ impl<'m> Run<'m> {
             let v = self
                 .eval_dynamic(t)
                 .map_err(|e| format!("let `{name}`: {e}"))?;
-            self.scope.push_dynamic(name.clone(), v);
+            push_binding(&mut self.scope, name, v);
             crate::engine::timing::mark(&format!("let {name}"));
         }
         Ok(())
@@ -437,47 +421,54 @@ impl<'m> Run<'m> {
         target.is_none_or(|t| t == current.as_str())
     }
 
-    /// The state the rule writes and its patch against the binding named `state`.
-    fn new_state(&mut self, rule: &CompiledRule) -> Result<(Value, Value), String> {
-        let whole = rule.new_state.as_ref().map(|t| self.eval(t)).transpose()?;
+    /// The state the rule writes and its patch against the binding named `state`. The
+    /// binding is moved out of the scope (no copy of a large state): call this after
+    /// everything else of the outcome is evaluated.
+    fn new_state(&mut self, rule: &CompiledRule) -> Result<(Value, Dynamic), String> {
+        let whole = rule
+            .new_state
+            .as_ref()
+            .map(|t| self.eval_dynamic(t))
+            .transpose()?;
         let mut sets = Vec::with_capacity(rule.set.len());
         for (path, t) in &rule.set {
             let v = self
-                .eval(t)
+                .eval_dynamic(t)
                 .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
             sets.push((path, v));
         }
         let base = self
             .scope
-            .get("state")
-            .map(to_json)
-            .filter(Value::is_object)
-            .unwrap_or_else(|| Value::Object(Map::new()));
+            .get_mut("state")
+            .map(std::mem::take)
+            .filter(Dynamic::is_map)
+            .unwrap_or_else(|| rhai::Map::new().into());
         let skip = ["machine_state", "status"];
         if let Some(mut new_state) = whole {
             // A whole new state: diffed against the base key by key.
             for (path, v) in sets {
                 set_path(&mut new_state, path, v);
             }
-            return Ok((patch::diff(&base, &new_state, &skip), new_state));
+            return Ok((patch::diff_values(&base, &new_state, &skip), new_state));
         }
         // The base with `set` applied: only the top-level keys a `set` touches can
         // differ, so they alone are kept aside and diffed (no copy of a large state).
         let mut new_state = base;
-        let mut before = Map::new();
+        let mut before = rhai::Map::new();
         let mut touched: Vec<String> = Vec::new();
         for (path, v) in sets {
-            if let (Some(top), Value::Object(m)) = (path.first(), &mut new_state)
+            if let Some(top) = path.first()
                 && !touched.contains(top)
+                && let Some(mut m) = new_state.write_lock::<rhai::Map>()
             {
                 touched.push(top.clone());
                 let old = if path.len() == 1 {
-                    m.remove(top)
+                    m.remove(top.as_str())
                 } else {
-                    m.get(top).cloned()
+                    m.get(top.as_str()).cloned()
                 };
                 if let Some(old) = old {
-                    before.insert(top.clone(), old);
+                    before.insert(top.as_str().into(), old);
                 }
             }
             set_path(&mut new_state, path, v);
@@ -521,31 +512,6 @@ impl<'m> Run<'m> {
         let forced_null = self.phase.def.secondary && args.secondary;
         let recommended = if forced_null { None } else { next };
 
-        // State: the binding named `state` is the base the patch is computed against.
-        let (patch_value, state_out) = if !self.agent.table.patches_state {
-            (Value::Null, None)
-        } else if rule.preserve_state {
-            (json!({}), None)
-        } else if rule.set.is_empty()
-            && rule.new_state.is_none()
-            && rule.consume.is_empty()
-            && self.state_stays_in(recommended)
-        {
-            // Nothing to change: no copy of the state, no patch, nothing to write.
-            (json!({}), None)
-        } else {
-            let (patch_value, mut new_state) = self.new_state(rule)?;
-            if new_state.is_object()
-                && let Some(target) =
-                    recommended.or_else(|| new_state.get("machine_state").and_then(Value::as_str))
-            {
-                let target = target.to_string();
-                new_state["status"] = json!(self.machine.status_of(&target).unwrap_or("RUNNING"));
-                new_state["machine_state"] = json!(target);
-            }
-            (patch_value, new_state.is_object().then_some(new_state))
-        };
-
         let mut directives = Vec::new();
         for t in &rule.directives {
             for d in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
@@ -585,6 +551,31 @@ impl<'m> Run<'m> {
             Some(t) => self.eval(t)?,
             None => Value::Null,
         };
+        // State: the binding named `state` is the base the patch is computed against. It
+        // is evaluated last: `new_state` moves the binding out of the scope.
+        let (patch_value, state_out) = if !self.agent.table.patches_state {
+            (Value::Null, None)
+        } else if rule.preserve_state {
+            (json!({}), None)
+        } else if rule.set.is_empty()
+            && rule.new_state.is_none()
+            && rule.consume.is_empty()
+            && self.state_stays_in(recommended)
+        {
+            // Nothing to change: no copy of the state, no patch, nothing to write.
+            (json!({}), None)
+        } else {
+            let (patch_value, mut new_state) = self.new_state(rule)?;
+            let target = recommended
+                .map(str::to_string)
+                .or_else(|| crate::engine::doc::field_str(&new_state, "machine_state"));
+            if let (Some(target), Some(mut map)) = (target, new_state.write_lock::<rhai::Map>()) {
+                let status = self.machine.status_of(&target).unwrap_or("RUNNING");
+                map.insert("status".into(), status.into());
+                map.insert("machine_state".into(), target.into());
+            }
+            (patch_value, new_state.is_map().then_some(new_state))
+        };
         let mut h = self.envelope(recommended, patch_value, summary, recovery);
         h.insert("directives".into(), Value::Array(directives));
         h.insert("launch_requests".into(), Value::Array(launches));
@@ -600,22 +591,35 @@ impl<'m> Run<'m> {
     }
 }
 
-fn set_path(target: &mut Value, path: &[String], value: Value) {
-    let Some((last, parents)) = path.split_last() else {
+fn set_path(target: &mut Dynamic, path: &[String], value: Dynamic) {
+    let Some((first, rest)) = path.split_first() else {
         *target = value;
         return;
     };
-    let mut cur = target;
-    for key in parents {
-        if !cur.get(key).is_some_and(Value::is_object) {
-            cur[key.as_str()] = json!({});
-        }
-        cur = &mut cur[key.as_str()];
+    if !target.is_map() {
+        *target = rhai::Map::new().into();
     }
-    if !cur.is_object() {
-        *cur = json!({});
+    let Some(mut map) = target.write_lock::<rhai::Map>() else {
+        return;
+    };
+    if rest.is_empty() {
+        map.insert(first.as_str().into(), value);
+        return;
     }
-    cur[last.as_str()] = value;
+    let child = map
+        .entry(first.as_str().into())
+        .or_insert_with(|| rhai::Map::new().into());
+    set_path(child, rest, value);
+}
+
+/// Binds `name` to `value` in `scope`. `Scope::push_dynamic` walks the whole value to
+/// mark it writable (tens of milliseconds for a large state); a new script value is
+/// writable already, so it is put in place of a pushed `()` instead.
+fn push_binding(scope: &mut Scope<'static>, name: &str, value: Dynamic) {
+    scope.push_dynamic(name.to_string(), Dynamic::UNIT);
+    if let Some(slot) = scope.get_mut(name) {
+        *slot = value;
+    }
 }
 
 fn file_write(w: &Value) -> Result<FileWrite, String> {
@@ -676,10 +680,10 @@ mod tests {
             let text = crate::engine::handoff::to_pretty(&v);
             let reads = serde_json::from_str::<Value>(&text).is_ok();
             assert_eq!(
-                nesting(&v) <= MAX_NESTING,
+                nesting(&to_dynamic(&v)) <= MAX_NESTING,
                 reads,
                 "{levels} levels: nesting {}",
-                nesting(&v)
+                nesting(&to_dynamic(&v))
             );
         }
     }

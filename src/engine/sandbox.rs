@@ -83,18 +83,18 @@ impl SchemaChecks {
     }
 
     /// The document the checks see: `doc` itself, or only the fields they read.
-    fn view(&self, doc: &Value) -> Dynamic {
-        match (self.fields(), doc.as_object()) {
+    fn view(&self, doc: &Dynamic) -> Dynamic {
+        match (self.fields(), doc.read_lock::<Map>()) {
             (Some(fields), Some(map)) => {
                 let mut out = Map::new();
                 for f in fields {
-                    if let Some(v) = map.get(f) {
-                        out.insert(f.as_str().into(), to_dynamic(v));
+                    if let Some(v) = map.get(f.as_str()) {
+                        out.insert(f.as_str().into(), v.clone());
                     }
                 }
                 out.into()
             }
-            _ => to_dynamic(doc),
+            _ => doc.clone(),
         }
     }
 }
@@ -296,12 +296,12 @@ fn describe_error(e: &EvalAltResult) -> String {
 
 /// Converts JSON to a rhai value.
 pub fn to_dynamic(value: &Value) -> Dynamic {
-    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+    crate::engine::doc::from_json(value)
 }
 
 /// Converts a rhai value to JSON (unit becomes null; non-finite floats become null).
 pub fn to_json(value: &Dynamic) -> Value {
-    rhai::serde::from_dynamic::<Value>(value).unwrap_or(Value::Null)
+    crate::engine::doc::to_json(value)
 }
 
 fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
@@ -367,6 +367,17 @@ pub fn read_file(path: &str) -> Result<String, (bool, String)> {
         Err(ReadFailure::Missing) => Err((false, "file not found".into())),
         Err(ReadFailure::Unreadable(msg)) => Err((true, format!("unreadable: {msg}"))),
     }
+}
+
+/// Parses `text` as JSON or YAML into a script value; `Ok(None)` when empty. JSON is
+/// parsed straight into the script value (no JSON tree in between).
+pub fn parse_text_dynamic(text: &str, yaml: bool) -> Result<Option<Dynamic>, (bool, String)> {
+    if yaml || text.trim().is_empty() {
+        return Ok(parse_text(text, yaml)?.as_ref().map(to_dynamic));
+    }
+    crate::engine::doc::parse_json(text)
+        .map(Some)
+        .map_err(|e| (true, format!("invalid json: {e}{}", near(text, &e))))
 }
 
 /// Parses `text` as JSON or YAML into JSON; `Ok(None)` when empty.
@@ -450,7 +461,7 @@ pub fn schema_issues(
     engine: &Engine,
     shared: &SharedTables,
     schema: &str,
-    doc: &Value,
+    doc: &Dynamic,
 ) -> Result<Vec<String>, String> {
     let compiled = shared
         .schemas
@@ -487,13 +498,15 @@ fn read_doc(
     match crate::engine::doc_cache::load(path, yaml) {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
         Ok(Some(doc)) => {
+            crate::engine::timing::mark("read and parse");
             let issues = if schema.is_empty() {
                 vec![]
             } else {
                 doc.issues(ctx.engine(), &shared.borrow(), schema)
                     .unwrap_or_else(|e| vec![e])
             };
-            read_result(path, Ok((doc.into_converted(), false)), issues)
+            crate::engine::timing::mark("schema check");
+            read_result(path, Ok((doc.into_value(), false)), issues)
         }
         Err(e) => read_result(path, Err(e), vec![]),
     }
@@ -525,8 +538,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
               value: Dynamic,
               schema: &str|
               -> Result<Array, Box<EvalAltResult>> {
-            let issues =
-                schema_issues(ctx.engine(), &s.borrow(), schema, &to_json(&value)).map_err(err)?;
+            let issues = schema_issues(ctx.engine(), &s.borrow(), schema, &value).map_err(err)?;
             Ok(issues.into_iter().map(Dynamic::from).collect())
         },
     );
@@ -596,7 +608,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
         serde_json::to_string_pretty(&to_json(&v)).unwrap_or_default()
     });
     engine.register_fn("type_name", |v: Dynamic| -> String {
-        crate::engine::schema::type_name(&to_json(&v)).to_string()
+        crate::engine::doc::type_name(&v).to_string()
     });
     engine.register_fn(
         "max_suffix",

@@ -2,8 +2,10 @@
 //! of `machine/schemas/`. It reports every issue, each naming the dotted
 //! field path and what was expected, so that a user fixes a file in one pass.
 
+use crate::engine::doc::{self, as_number, json_text, with_str};
 use crate::machine::model::{FieldRule, Placeholders, SchemaTable, TypeSpec};
 use regex::Regex;
+use rhai::{Array, Dynamic, Map};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -50,17 +52,17 @@ impl CompiledSchema {
     }
 
     /// Every structural issue of `doc` (cross-field checks are run by the sandbox).
-    pub fn issues(&self, doc: &Value) -> Vec<String> {
+    pub fn issues(&self, doc: &Dynamic) -> Vec<String> {
         let mut issues = Vec::new();
-        let Some(map) = doc.as_object() else {
+        let Some(map) = doc.read_lock::<Map>() else {
             issues.push(format!(
                 "{} must be a mapping/object, got {}",
                 self.subject(),
-                type_name(doc)
+                doc::type_name(doc)
             ));
             return issues;
         };
-        self.check_fields("", &self.table.fields, map, &mut issues);
+        self.check_fields("", &self.table.fields, &map, &mut issues);
         issues
     }
 
@@ -76,12 +78,12 @@ impl CompiledSchema {
         &self,
         prefix: &str,
         fields: &indexmap::IndexMap<String, FieldRule>,
-        map: &serde_json::Map<String, Value>,
+        map: &Map,
         issues: &mut Vec<String>,
     ) {
         for (name, rule) in fields {
             let path = join(prefix, name);
-            match map.get(name) {
+            match map.get(name.as_str()) {
                 None => {
                     if rule.required {
                         issues.push(format!("missing required field: {path}"));
@@ -92,7 +94,7 @@ impl CompiledSchema {
         }
     }
 
-    fn check_value(&self, path: &str, rule: &FieldRule, value: &Value, issues: &mut Vec<String>) {
+    fn check_value(&self, path: &str, rule: &FieldRule, value: &Dynamic, issues: &mut Vec<String>) {
         let allowed: Vec<&str> = match &rule.types {
             TypeSpec::Any => vec![],
             TypeSpec::One(t) => vec![t.as_str()],
@@ -106,14 +108,15 @@ impl CompiledSchema {
             ));
             return;
         }
-        if value.is_null() {
+        if value.is_unit() {
             return;
         }
         if rule.non_empty && is_empty(value) {
             issues.push(format!("{path}: must be non-empty"));
             return;
         }
-        if let Some(s) = value.as_str() {
+        if let Some(s) = with_str(value, str::to_string) {
+            let s = s.as_str();
             if rule.no_placeholder && is_placeholder(&self.table.placeholders, s) {
                 issues.push(format!(
                     "{path}: contains a placeholder ({s:?}); replace it with a real value"
@@ -140,7 +143,7 @@ impl CompiledSchema {
                 ));
             }
         }
-        if let Some(n) = value.as_f64().filter(|_| value.is_number()) {
+        if let Some(n) = as_number(value) {
             if !n.is_finite() {
                 issues.push(format!("{path}: must be a finite number"));
             }
@@ -161,14 +164,14 @@ impl CompiledSchema {
                     .unwrap_or("inf)".into());
                 issues.push(format!(
                     "{path}: must be in {lower}, {upper}, got {}",
-                    value
+                    json_text(value)
                 ));
             }
         }
-        if let Some(obj) = value.as_object() {
-            self.check_fields(path, &rule.fields, obj, issues);
+        if let Some(obj) = value.read_lock::<Map>() {
+            self.check_fields(path, &rule.fields, &obj, issues);
         }
-        if let Some(items) = value.as_array() {
+        if let Some(items) = value.read_lock::<Array>() {
             if let Some(item_rule) = &rule.items {
                 for (i, item) in items.iter().enumerate() {
                     self.check_value(&format!("{path}[{i}]"), item_rule, item, issues);
@@ -176,9 +179,10 @@ impl CompiledSchema {
             }
             if rule.unique {
                 let mut seen = std::collections::HashSet::new();
-                for item in items {
-                    if !seen.insert(item.to_string()) {
-                        issues.push(format!("{path}: duplicate entry {item}"));
+                for item in items.iter() {
+                    let text = json_text(item);
+                    if !seen.insert(text.clone()) {
+                        issues.push(format!("{path}: duplicate entry {text}"));
                     }
                 }
             }
@@ -211,26 +215,27 @@ pub fn is_placeholder(rules: &Placeholders, s: &str) -> bool {
             .any(|group| !group.is_empty() && group.iter().all(|p| s.contains(p.as_str())))
 }
 
-fn has_type(value: &Value, t: &str) -> bool {
+fn has_type(value: &Dynamic, t: &str) -> bool {
     match t {
-        "null" => value.is_null(),
-        "boolean" => value.is_boolean(),
-        "integer" => value.is_i64() || value.is_u64(),
-        "number" => value.is_number(),
+        "null" => value.is_unit(),
+        "boolean" => value.is_bool(),
+        "integer" => value.is_int(),
+        "number" => value.is_int() || value.is_float(),
         "string" => value.is_string(),
         "array" => value.is_array(),
-        "object" => value.is_object(),
+        "object" => value.is_map(),
         _ => false,
     }
 }
 
-fn is_empty(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.trim().is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        _ => false,
+fn is_empty(value: &Dynamic) -> bool {
+    if let Some(empty) = with_str(value, |s| s.trim().is_empty()) {
+        return empty;
     }
+    if let Some(a) = value.read_lock::<Array>() {
+        return a.is_empty();
+    }
+    value.read_lock::<Map>().is_some_and(|m| m.is_empty())
 }
 
 /// Short type name of a JSON value, for messages.
@@ -246,20 +251,25 @@ pub fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_string(),
-        Value::Array(_) | Value::Object(_) => type_name(value).to_string(),
-        Value::String(s) if s.len() > 60 => {
-            format!("string {:?}…", &s.chars().take(60).collect::<String>())
-        }
-        other => format!("{} {}", type_name(other), other),
+fn describe(value: &Dynamic) -> String {
+    if value.is_unit() {
+        return "null".to_string();
     }
+    if value.is_array() || value.is_map() {
+        return doc::type_name(value).to_string();
+    }
+    if let Some(Some(long)) = with_str(value, |s| {
+        (s.len() > 60).then(|| format!("string {:?}…", &s.chars().take(60).collect::<String>()))
+    }) {
+        return long;
+    }
+    format!("{} {}", doc::type_name(value), json_text(value))
 }
 
-fn yaml_eq(allowed: &serde_yaml::Value, value: &Value) -> bool {
+fn yaml_eq(allowed: &serde_yaml::Value, value: &Dynamic) -> bool {
     serde_json::to_value(allowed).is_ok_and(|a| {
-        a == *value || (a.is_number() && value.is_number() && a.as_f64() == value.as_f64())
+        let value = doc::to_json(value);
+        a == value || (a.is_number() && value.is_number() && a.as_f64() == value.as_f64())
     })
 }
 

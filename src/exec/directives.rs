@@ -29,7 +29,7 @@ fn field<'a>(d: &'a Value, name: &str) -> &'a str {
 pub fn execute_builtin(
     machine: &Machine,
     list: &[Value],
-    state: Option<&Value>,
+    state: Option<&rhai::Dynamic>,
     handoff: &Value,
 ) -> Result<Vec<Value>, String> {
     let mut done = Vec::new();
@@ -98,9 +98,11 @@ fn render_report(
     machine: &Machine,
     template: &str,
     directive: &Value,
-    state: Option<&Value>,
+    state: Option<&rhai::Dynamic>,
     handoff: &Value,
 ) -> Result<String, String> {
+    let state = state.map(crate::engine::doc::to_json);
+    let state = state.as_ref();
     if !machine.templates.contains(template) {
         return Err(format!("unknown report template `{template}`"));
     }

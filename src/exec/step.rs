@@ -5,6 +5,7 @@
 //! phase files and handoff first, then reports and hooks, then the state
 //! (atomically), then consumed results are moved aside.
 
+use crate::engine::doc;
 use crate::engine::effects;
 use crate::engine::handoff::{to_pretty, violations};
 use crate::engine::phase::{GuardSeen, PhaseArgs, PhaseOutcome, lookup, run_phase};
@@ -14,6 +15,7 @@ use crate::machine::Machine;
 use crate::machine::model::StateKind;
 use crate::workspace::fsio::{Inside, write_atomic};
 use crate::workspace::lock::ProjectLock;
+use rhai::Dynamic;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -134,7 +136,7 @@ pub fn project_args(machine: &Machine, opts: &StepOptions) -> PhaseArgs {
 }
 
 /// Reads the state strictly; `Ok(None)` when there is none.
-pub fn read_state(machine: &Machine) -> Result<Option<Value>, String> {
+pub fn read_state(machine: &Machine) -> Result<Option<Dynamic>, String> {
     let path = layout(machine, "state");
     match crate::engine::doc_cache::load(path, false) {
         Err((false, _)) => Ok(None),
@@ -177,10 +179,7 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
         directives_for_host: vec![],
         directives_executed: vec![],
         warnings: vec![],
-        next_action: state
-            .as_ref()
-            .and_then(|s| s.get("next_action").cloned())
-            .unwrap_or(Value::Null),
+        next_action: state.as_ref().map(next_action).unwrap_or(Value::Null),
         done: machine.is_terminal(&current),
         guards: vec![],
     };
@@ -247,26 +246,29 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     turn.machine_state = current.clone();
     turn.status = machine.status_of(&current).unwrap_or_default().to_string();
     turn.done = machine.is_terminal(&current);
-    turn.next_action = state
-        .as_ref()
-        .and_then(|s| s.get("next_action").cloned())
-        .unwrap_or(Value::Null);
+    turn.next_action = state.as_ref().map(next_action).unwrap_or(Value::Null);
     Ok(turn)
 }
 
-fn state_name(state: &Option<Value>) -> Option<String> {
+fn state_name(state: &Option<Dynamic>) -> Option<String> {
     state
         .as_ref()
-        .and_then(|s| s.get("machine_state"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
+        .and_then(|s| doc::field_str(s, "machine_state"))
+}
+
+/// The state's `next_action` (null when it has none).
+fn next_action(state: &Dynamic) -> Value {
+    state
+        .read_lock::<rhai::Map>()
+        .and_then(|m| m.get("next_action").map(doc::to_json))
+        .unwrap_or(Value::Null)
 }
 
 /// The governing agent and phase of `current`, chosen by the states table.
 pub fn dispatch(
     machine: &Machine,
     current: &str,
-    state: &Option<Value>,
+    state: &Option<Dynamic>,
 ) -> Result<(String, String), String> {
     let def = machine
         .states
@@ -291,13 +293,7 @@ pub fn dispatch(
         &project_args(machine, &StepOptions::default()),
         &crate::now(),
     );
-    scope.push_dynamic(
-        "state",
-        state
-            .as_ref()
-            .map(crate::engine::sandbox::to_dynamic)
-            .unwrap_or(rhai::Dynamic::UNIT),
-    );
+    scope.push_dynamic("state", state.clone().unwrap_or(Dynamic::UNIT));
     for (guard, phase) in guards {
         let holds = match guard {
             None => true,
@@ -336,7 +332,7 @@ fn apply_outcome(
     agent: &str,
     phase: &str,
     mut outcome: PhaseOutcome,
-    state: &mut Option<Value>,
+    state: &mut Option<Dynamic>,
     turn: &mut Turn,
 ) -> Result<String, String> {
     let handoff_path = format!("{}/{agent}-{current}.json", layout(machine, "handoffs"));
@@ -370,13 +366,15 @@ fn apply_outcome(
             .map_err(|e| format!("{handoff_path}: {e}"))?;
         let target = machine.policy.orchestrator.protocol_violation_state.clone();
         let directives = protocol_directives(machine, args, now)?;
-        if let Some(s) = state.as_mut() {
-            s["machine_state"] = json!(target);
-            s["status"] = json!(machine.status_of(&target).unwrap_or_default());
-            s["next_action"] = json!(format!(
+        if let Some(mut s) = state.as_mut().and_then(|s| s.write_lock::<rhai::Map>()) {
+            let status = machine.status_of(&target).unwrap_or_default();
+            s.insert("machine_state".into(), target.as_str().into());
+            s.insert("status".into(), status.into());
+            let why = format!(
                 "protocol violation by {agent}.{phase}: {}",
                 found.join("; ")
-            ));
+            );
+            s.insert("next_action".into(), why.into());
         }
         executed.extend(directives::execute_builtin(
             machine,
@@ -400,7 +398,7 @@ fn apply_outcome(
             .map(str::to_string);
         crate::engine::timing::mark("write handoff");
         let changed = match outcome.new_state.take() {
-            Some(new_state) if state.as_ref() != Some(&new_state) => {
+            Some(new_state) if !state.as_ref().is_some_and(|s| doc::same(s, &new_state)) => {
                 *state = Some(new_state);
                 true
             }
@@ -434,6 +432,7 @@ fn apply_outcome(
             .cloned()
             .unwrap_or_default();
         if opts.simulate_workers {
+            let state = state.as_ref().map(doc::to_json);
             crate::exec::sim::answer_workers(machine, opts.seed, &launches, state.as_ref(), args)?;
         }
         for l in launches {
@@ -521,10 +520,11 @@ fn template_directives(
     Ok(out)
 }
 
-fn persist_state(machine: &Machine, state: &Option<Value>) -> Result<(), String> {
+fn persist_state(machine: &Machine, state: &Option<Dynamic>) -> Result<(), String> {
     if let Some(s) = state {
         let path = layout(machine, "state");
-        write_atomic(Path::new(path), to_pretty(s).as_bytes())
+        let text = doc::to_pretty(s).map_err(|e| format!("{path}: cannot write state: {e}"))?;
+        write_atomic(Path::new(path), text.as_bytes())
             .map_err(|e| format!("{path}: cannot write state: {e}"))?;
     }
     Ok(())

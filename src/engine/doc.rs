@@ -1,0 +1,225 @@
+//! JSON documents held as script values. The state file is parsed straight
+//! into the rhai value the tables read, checked against its schema in that
+//! form, patched in that form and printed from it: a 10 MB state then exists
+//! once in memory, not once as a JSON tree and once more as its script copy
+//! (each conversion between the two cost as much as parsing the file).
+//! Scalars follow serde_json's reading: an integer that fits in i64 is an
+//! integer, any other number a float; `null` is `()`.
+
+use rhai::{Array, Dynamic, ImmutableString, Map};
+use serde_json::Value;
+
+/// Parses JSON text into a script value (serde_json's errors and recursion limit).
+pub fn parse_json(text: &str) -> Result<Dynamic, serde_json::Error> {
+    serde_json::from_str::<Dynamic>(text)
+}
+
+/// Pretty-printed JSON of `value` with a final newline (`to_pretty` for script values).
+pub fn to_pretty(value: &Dynamic) -> Result<String, String> {
+    let mut s = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Compact JSON of `value` (how messages quote a value).
+pub fn json_text(value: &Dynamic) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// Short JSON type name of a script value, for messages (`schema::type_name`'s names).
+pub fn type_name(value: &Dynamic) -> &'static str {
+    if value.is_unit() {
+        "null"
+    } else if value.is_bool() {
+        "boolean"
+    } else if value.is_int() {
+        "integer"
+    } else if value.is_float() {
+        "number"
+    } else if value.is_string() || value.is_char() {
+        "string"
+    } else if value.is_array() {
+        "array"
+    } else if value.is_map() {
+        "object"
+    } else {
+        value.type_name()
+    }
+}
+
+/// The number `value` holds, integer or float.
+pub fn as_number(value: &Dynamic) -> Option<f64> {
+    value
+        .as_int()
+        .map(|i| i as f64)
+        .ok()
+        .or_else(|| value.as_float().ok())
+}
+
+/// The text `value` holds, when it is a string.
+pub fn with_str<R>(value: &Dynamic, f: impl FnOnce(&str) -> R) -> Option<R> {
+    value.read_lock::<ImmutableString>().map(|s| f(s.as_str()))
+}
+
+/// `value[key]` as text, when `value` is a map holding a string there.
+pub fn field_str(value: &Dynamic, key: &str) -> Option<String> {
+    value
+        .read_lock::<Map>()
+        .and_then(|m| m.get(key).and_then(|v| with_str(v, str::to_string)))
+}
+
+/// True when `a` and `b` are the same JSON document (an integer never equals a float,
+/// as with `serde_json::Value`).
+pub fn same(a: &Dynamic, b: &Dynamic) -> bool {
+    if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
+        return x.len() == y.len()
+            && x.iter()
+                .zip(y.iter())
+                .all(|((ka, va), (kb, vb))| ka == kb && same(va, vb));
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<Array>(), b.read_lock::<Array>()) {
+        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| same(p, q));
+    }
+    if a.type_id() != b.type_id() {
+        return false;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        return x == y;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_float(), b.as_float()) {
+        return x == y;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
+        return x == y;
+    }
+    if a.is_unit() {
+        return true;
+    }
+    if let (Some(x), Some(y)) = (
+        a.read_lock::<ImmutableString>(),
+        b.read_lock::<ImmutableString>(),
+    ) {
+        return x.as_str() == y.as_str();
+    }
+    json_text(a) == json_text(b)
+}
+
+/// The deepest nesting of arrays and maps in `value` (a scalar: 0); stops counting past `limit`.
+pub fn nesting(value: &Dynamic, limit: usize) -> usize {
+    fn walk(v: &Dynamic, depth: usize, limit: usize) -> usize {
+        if depth > limit {
+            return depth;
+        }
+        if let Some(m) = v.read_lock::<Map>() {
+            return m
+                .values()
+                .map(|c| walk(c, depth + 1, limit))
+                .fold(depth + 1, usize::max);
+        }
+        if let Some(a) = v.read_lock::<Array>() {
+            return a
+                .iter()
+                .map(|c| walk(c, depth + 1, limit))
+                .fold(depth + 1, usize::max);
+        }
+        depth
+    }
+    walk(value, 0, limit)
+}
+
+/// A JSON value as a script value (for small values: documents are parsed straight
+/// into script values with [`parse_json`]).
+pub fn from_json(value: &Value) -> Dynamic {
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(a) => a.iter().map(from_json).collect::<Array>().into(),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), from_json(v)))
+            .collect::<Map>()
+            .into(),
+    }
+}
+
+/// A script value as JSON: `()` is null, a non-finite float is null, a character is a
+/// string; other script types (function pointers, ...) print as serde_json prints them.
+pub fn to_json(value: &Dynamic) -> Value {
+    if let Some(m) = value.read_lock::<Map>() {
+        return Value::Object(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect());
+    }
+    if let Some(a) = value.read_lock::<Array>() {
+        return Value::Array(a.iter().map(to_json).collect());
+    }
+    if value.is_unit() {
+        return Value::Null;
+    }
+    if let Ok(b) = value.as_bool() {
+        return Value::Bool(b);
+    }
+    if let Ok(i) = value.as_int() {
+        return Value::from(i);
+    }
+    if let Ok(f) = value.as_float() {
+        return serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number);
+    }
+    if let Some(s) = with_str(value, str::to_string) {
+        return Value::String(s);
+    }
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parse_print_and_convert_agree_with_serde_json() {
+        let text = r#"{"b": [1, 2.5, -3, 1.0, null, true, "x\"y"], "a": {"n": 18446744073709551615, "e": {}}}"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        let dynamic = parse_json(text).unwrap();
+        assert!(same(&dynamic, &from_json(&value)));
+        // u64 beyond i64 becomes a float on both paths.
+        assert_eq!(
+            type_name(
+                &dynamic.read_lock::<Map>().unwrap()["a"]
+                    .read_lock::<Map>()
+                    .unwrap()["n"]
+            ),
+            "number"
+        );
+        let reprinted: Value = serde_json::from_str(&to_pretty(&dynamic).unwrap()).unwrap();
+        assert_eq!(reprinted["b"], json!([1, 2.5, -3, 1.0, null, true, "x\"y"]));
+        assert_eq!(to_json(&dynamic)["b"], reprinted["b"]);
+    }
+
+    #[test]
+    fn same_tells_integers_from_floats_and_compares_deeply() {
+        let a = from_json(&json!({"k": [1, {"x": "y"}]}));
+        assert!(same(&a, &from_json(&json!({"k": [1, {"x": "y"}]}))));
+        assert!(!same(&a, &from_json(&json!({"k": [1.0, {"x": "y"}]}))));
+        assert!(!same(&a, &from_json(&json!({"k": [1, {"x": "z"}]}))));
+        assert!(!same(&a, &from_json(&json!({"k": [1]}))));
+        assert!(same(&Dynamic::UNIT, &from_json(&Value::Null)));
+        assert!(!same(&Dynamic::UNIT, &false.into()));
+    }
+
+    #[test]
+    fn nesting_counts_arrays_and_maps() {
+        assert_eq!(nesting(&from_json(&json!(1)), 127), 0);
+        assert_eq!(nesting(&from_json(&json!({"a": [[1], 2]})), 127), 3);
+    }
+
+    #[test]
+    fn non_finite_floats_print_as_null() {
+        let v: Dynamic = f64::NAN.into();
+        assert_eq!(to_json(&v), Value::Null);
+        assert_eq!(to_pretty(&v).unwrap(), "null\n");
+    }
+}
