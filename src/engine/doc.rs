@@ -71,20 +71,30 @@ pub fn field_str(value: &Dynamic, key: &str) -> Option<String> {
 /// True when `a` and `b` are the same JSON document (an integer never equals a float,
 /// as with `serde_json::Value`).
 pub fn same(a: &Dynamic, b: &Dynamic) -> bool {
-    if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
-        return x.len() == y.len()
-            && x.iter()
-                .zip(y.iter())
-                .all(|((ka, va), (kb, vb))| ka == kb && same(va, vb));
+    // Most common first: strings, integers, maps, arrays.
+    if let Some(x) = a.read_lock::<ImmutableString>() {
+        return b
+            .read_lock::<ImmutableString>()
+            .is_some_and(|y| x.as_str() == y.as_str());
     }
-    if let (Some(x), Some(y)) = (a.read_lock::<Array>(), b.read_lock::<Array>()) {
-        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| same(p, q));
+    if let Ok(x) = a.as_int() {
+        return b.as_int() == Ok(x);
+    }
+    if let Some(x) = a.read_lock::<Map>() {
+        return b.read_lock::<Map>().is_some_and(|y| {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|((ka, va), (kb, vb))| ka == kb && same(va, vb))
+        });
+    }
+    if let Some(x) = a.read_lock::<Array>() {
+        return b.read_lock::<Array>().is_some_and(|y| {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| same(p, q))
+        });
     }
     if a.type_id() != b.type_id() {
         return false;
-    }
-    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
-        return x == y;
     }
     if let (Ok(x), Ok(y)) = (a.as_float(), b.as_float()) {
         return x == y;
@@ -92,16 +102,7 @@ pub fn same(a: &Dynamic, b: &Dynamic) -> bool {
     if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
         return x == y;
     }
-    if a.is_unit() {
-        return true;
-    }
-    if let (Some(x), Some(y)) = (
-        a.read_lock::<ImmutableString>(),
-        b.read_lock::<ImmutableString>(),
-    ) {
-        return x.as_str() == y.as_str();
-    }
-    json_text(a) == json_text(b)
+    a.is_unit() || json_text(a) == json_text(b)
 }
 
 /// The deepest nesting of arrays and maps in `value` (a scalar: 0); stops counting past `limit`.

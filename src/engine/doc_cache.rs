@@ -6,7 +6,7 @@
 //! document is used only when the text is byte for byte the one it was parsed
 //! from: reading and comparing is cheap, and no file-system clock or inode
 //! reuse can make a stale copy look current. The cache holds a few entries
-//! (the oldest goes first). Only processes that run several phases keep
+//! (the smallest goes first: large documents are the ones worth keeping). Only processes that run several phases keep
 //! documents ([`keep_documents`], called by the orchestrator step): a single
 //! `metaopt agent` phase reads each file once and would only hold more memory.
 
@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Entries kept; the oldest is dropped first.
+/// Entries kept; when full, the smallest is dropped first.
 const ENTRIES: usize = 8;
 
 /// A parsed document (as the script value the tables read) and what was derived from it.
@@ -71,7 +71,7 @@ struct Key {
     text: String,
 }
 
-/// Kept documents, oldest first.
+/// Kept documents, in the order they were parsed.
 type Entries = RefCell<Vec<(Key, Rc<Doc>)>>;
 
 thread_local! {
@@ -110,8 +110,12 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.retain(|(k, _)| k.path != path || k.yaml != yaml);
-        if c.len() >= ENTRIES {
-            c.remove(0);
+        // Full: the smallest document goes (the cheapest to parse again). A gate that
+        // reads a thousand small result files then never pushes the large state out.
+        if c.len() >= ENTRIES
+            && let Some(smallest) = (0..c.len()).min_by_key(|&i| c[i].0.text.len())
+        {
+            c.remove(smallest);
         }
         let key = Key {
             path: path.to_string(),
@@ -146,5 +150,26 @@ mod tests {
         assert!(load(path_text, false).unwrap().is_none(), "an empty file");
         std::fs::remove_file(&path).unwrap();
         assert!(!load(path_text, false).unwrap_err().0, "missing");
+    }
+
+    #[test]
+    fn a_full_cache_drops_its_smallest_document_first() {
+        keep_documents();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let big = dir.path().join("big.json");
+        let big_text = big.to_str().expect("utf-8 path");
+        std::fs::write(&big, format!(r#"{{"pad": "{}"}}"#, "x".repeat(10_000))).unwrap();
+        let first = load(big_text, false).unwrap().unwrap();
+        // Many more small documents than the cache holds.
+        for i in 0..3 * ENTRIES {
+            let small = dir.path().join(format!("r{i}.json"));
+            std::fs::write(&small, format!(r#"{{"n": {i}}}"#)).unwrap();
+            load(small.to_str().unwrap(), false).unwrap().unwrap();
+        }
+        let again = load(big_text, false).unwrap().unwrap();
+        assert!(
+            Rc::ptr_eq(&first, &again),
+            "the large document is still kept"
+        );
     }
 }

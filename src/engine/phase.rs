@@ -90,6 +90,9 @@ pub struct PhaseOutcome {
     pub handoff: Value,
     /// The full new state, when the outcome changes or confirms it.
     pub new_state: Option<Dynamic>,
+    /// True when `new_state` differs from the state the phase read (its patch is not
+    /// empty, or it moves the machine state or status).
+    pub state_changed: bool,
     /// Files to write before the handoff.
     pub writes: Vec<FileWrite>,
     /// Files to move aside once the new state is persisted.
@@ -276,7 +279,7 @@ impl<'m> Run<'m> {
             let v = self
                 .eval_dynamic(t)
                 .map_err(|e| format!("let `{name}`: {e}"))?;
-            push_binding(&mut self.scope, name, v);
+            crate::engine::sandbox::push_binding(&mut self.scope, name, v);
             crate::engine::timing::mark(&format!("let {name}"));
         }
         Ok(())
@@ -395,6 +398,7 @@ impl<'m> Run<'m> {
         PhaseOutcome {
             handoff: Value::Object(h),
             new_state: None,
+            state_changed: false,
             writes: vec![],
             consumes: vec![],
             rule: String::new(),
@@ -424,7 +428,10 @@ impl<'m> Run<'m> {
     /// The state the rule writes and its patch against the binding named `state`. The
     /// binding is moved out of the scope (no copy of a large state): call this after
     /// everything else of the outcome is evaluated.
-    fn new_state(&mut self, rule: &CompiledRule) -> Result<(Value, Dynamic), String> {
+    fn new_state(
+        &mut self,
+        rule: &CompiledRule,
+    ) -> Result<(Value, Dynamic, [Option<String>; 2]), String> {
         let whole = rule
             .new_state
             .as_ref()
@@ -444,12 +451,17 @@ impl<'m> Run<'m> {
             .filter(Dynamic::is_map)
             .unwrap_or_else(|| rhai::Map::new().into());
         let skip = ["machine_state", "status"];
+        let place = skip.map(|k| crate::engine::doc::field_str(&base, k));
         if let Some(mut new_state) = whole {
             // A whole new state: diffed against the base key by key.
             for (path, v) in sets {
                 set_path(&mut new_state, path, v);
             }
-            return Ok((patch::diff_values(&base, &new_state, &skip), new_state));
+            return Ok((
+                patch::diff_values(&base, &new_state, &skip),
+                new_state,
+                place,
+            ));
         }
         // The base with `set` applied: only the top-level keys a `set` touches can
         // differ, so they alone are kept aside and diffed (no copy of a large state).
@@ -474,7 +486,7 @@ impl<'m> Run<'m> {
             set_path(&mut new_state, path, v);
         }
         let patch_value = patch::diff_keys(&before, &new_state, &touched, &skip);
-        Ok((patch_value, new_state))
+        Ok((patch_value, new_state, place))
     }
 
     fn outcome(&mut self, rule: &CompiledRule, args: &PhaseArgs) -> Result<PhaseOutcome, String> {
@@ -494,6 +506,7 @@ impl<'m> Run<'m> {
             return Ok(PhaseOutcome {
                 handoff: Value::Object(h),
                 new_state: None,
+                state_changed: false,
                 writes: vec![],
                 consumes: vec![],
                 rule: rule.name.clone(),
@@ -553,19 +566,19 @@ impl<'m> Run<'m> {
         };
         // State: the binding named `state` is the base the patch is computed against. It
         // is evaluated last: `new_state` moves the binding out of the scope.
-        let (patch_value, state_out) = if !self.agent.table.patches_state {
-            (Value::Null, None)
+        let (patch_value, state_out, state_changed) = if !self.agent.table.patches_state {
+            (Value::Null, None, false)
         } else if rule.preserve_state {
-            (json!({}), None)
+            (json!({}), None, false)
         } else if rule.set.is_empty()
             && rule.new_state.is_none()
             && rule.consume.is_empty()
             && self.state_stays_in(recommended)
         {
             // Nothing to change: no copy of the state, no patch, nothing to write.
-            (json!({}), None)
+            (json!({}), None, false)
         } else {
-            let (patch_value, mut new_state) = self.new_state(rule)?;
+            let (patch_value, mut new_state, place_before) = self.new_state(rule)?;
             let target = recommended
                 .map(str::to_string)
                 .or_else(|| crate::engine::doc::field_str(&new_state, "machine_state"));
@@ -574,7 +587,15 @@ impl<'m> Run<'m> {
                 map.insert("status".into(), status.into());
                 map.insert("machine_state".into(), target.into());
             }
-            (patch_value, new_state.is_map().then_some(new_state))
+            let place_after =
+                ["machine_state", "status"].map(|k| crate::engine::doc::field_str(&new_state, k));
+            let changed = place_after != place_before
+                || patch_value.as_object().is_none_or(|p| !p.is_empty());
+            (
+                patch_value,
+                new_state.is_map().then_some(new_state),
+                changed,
+            )
         };
         let mut h = self.envelope(recommended, patch_value, summary, recovery);
         h.insert("directives".into(), Value::Array(directives));
@@ -582,6 +603,7 @@ impl<'m> Run<'m> {
         Ok(PhaseOutcome {
             handoff: Value::Object(h),
             new_state: state_out,
+            state_changed,
             writes,
             consumes,
             rule: rule.name.clone(),
@@ -610,16 +632,6 @@ fn set_path(target: &mut Dynamic, path: &[String], value: Dynamic) {
         .entry(first.as_str().into())
         .or_insert_with(|| rhai::Map::new().into());
     set_path(child, rest, value);
-}
-
-/// Binds `name` to `value` in `scope`. `Scope::push_dynamic` walks the whole value to
-/// mark it writable (tens of milliseconds for a large state); a new script value is
-/// writable already, so it is put in place of a pushed `()` instead.
-fn push_binding(scope: &mut Scope<'static>, name: &str, value: Dynamic) {
-    scope.push_dynamic(name.to_string(), Dynamic::UNIT);
-    if let Some(slot) = scope.get_mut(name) {
-        *slot = value;
-    }
 }
 
 fn file_write(w: &Value) -> Result<FileWrite, String> {

@@ -83,7 +83,7 @@ pub fn render_with(
         .map_err(|e| format!("template `{name}`: {e}"))?
         .ok_or_else(|| format!("unknown template `{name}`"))?;
     let mut scope = Scope::new();
-    scope.push_dynamic(CTX, data);
+    crate::engine::sandbox::push_binding(&mut scope, CTX, data);
     template
         .render(engine, &mut scope)
         .map_err(|e| format!("template `{name}`: {e}"))

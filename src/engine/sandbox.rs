@@ -294,6 +294,16 @@ fn describe_error(e: &EvalAltResult) -> String {
     }
 }
 
+/// Binds `name` to `value` in `scope`. `Scope::push_dynamic` walks the whole value to
+/// mark it writable (tens of milliseconds for a large state); a new script value is
+/// writable already, so it is put in place of a pushed `()` instead.
+pub fn push_binding(scope: &mut Scope<'_>, name: &str, value: Dynamic) {
+    scope.push_dynamic(name.to_string(), Dynamic::UNIT);
+    if let Some(slot) = scope.get_mut(name) {
+        *slot = value;
+    }
+}
+
 /// Converts JSON to a rhai value.
 pub fn to_dynamic(value: &Value) -> Dynamic {
     crate::engine::doc::from_json(value)
@@ -472,7 +482,7 @@ pub fn schema_issues(
         && let Some(checks) = shared.schema_checks.get(schema)
     {
         let mut scope = Scope::new();
-        scope.push_dynamic("value", checks.view(doc));
+        push_binding(&mut scope, "value", checks.view(doc));
         for (guard, message) in &checks.checks {
             let broken = engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, guard)
@@ -486,6 +496,31 @@ pub fn schema_issues(
         }
     }
     Ok(issues)
+}
+
+/// `read_json(path, fields)`: the read result of `path` whose value holds only the
+/// listed top-level fields (a document that is not a map is given whole). A peek at a
+/// large kept document copies only what it reads.
+fn read_fields(path: &str, fields: &Array) -> Map {
+    match crate::engine::doc_cache::load(path, false) {
+        Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
+        Ok(Some(doc)) => {
+            let value = match doc.value.read_lock::<Map>() {
+                Some(map) => fields
+                    .iter()
+                    .filter_map(|f| {
+                        let f = f.read_lock::<rhai::ImmutableString>()?;
+                        let v = map.get(f.as_str())?;
+                        Some((f.as_str().into(), v.clone()))
+                    })
+                    .collect::<Map>()
+                    .into(),
+                None => doc.value.clone(),
+            };
+            read_result(path, Ok((value, false)), vec![])
+        }
+        Err(e) => read_result(path, Err(e), vec![]),
+    }
 }
 
 fn read_doc(
@@ -524,6 +559,9 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
             read_doc(&ctx, &s, path, false, schema)
         },
     );
+    engine.register_fn("read_json", |path: &str, fields: Array| {
+        read_fields(path, &fields)
+    });
     let s = shared.clone();
     engine.register_fn(
         "read_yaml",
@@ -604,8 +642,9 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
         canonical::canonical_json(&to_json(&v))
     });
     engine.register_fn("sha256_tagged", |s: &str| canonical::sha256_tagged(s));
-    engine.register_fn("to_json", |v: Dynamic| {
-        serde_json::to_string_pretty(&to_json(&v)).unwrap_or_default()
+    // By reference: `big.to_json()` prints a large value without copying it first.
+    engine.register_fn("to_json", |v: &mut Dynamic| {
+        serde_json::to_string_pretty(&to_json(v)).unwrap_or_default()
     });
     engine.register_fn("type_name", |v: Dynamic| -> String {
         crate::engine::doc::type_name(&v).to_string()
@@ -750,5 +789,28 @@ mod projection_tests {
             assert_eq!(projected_fields(&[src]), None, "{src}");
         }
         assert_eq!(projected_fields(&["values.x + value_x"]), Some(vec![]));
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn read_json_with_fields_gives_only_those_fields() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("doc.json");
+        std::fs::write(&path, r#"{"a": 1, "b": {"big": [1, 2, 3]}, "c": "x"}"#).unwrap();
+        let fields: Array = vec!["a".into(), "c".into(), "missing".into()];
+        let read = read_fields(path.to_str().unwrap(), &fields);
+        assert_eq!(read["ok"].as_bool(), Ok(true));
+        let value = to_json(&read["value"]);
+        assert_eq!(value, serde_json::json!({"a": 1, "c": "x"}));
+        // A document that is not a map is given whole; a missing file reads as missing.
+        std::fs::write(&path, "[1, 2]").unwrap();
+        let read = read_fields(path.to_str().unwrap(), &fields);
+        assert_eq!(to_json(&read["value"]), serde_json::json!([1, 2]));
+        let read = read_fields(dir.path().join("none.json").to_str().unwrap(), &fields);
+        assert_eq!(read["exists"].as_bool(), Ok(false));
     }
 }

@@ -6,6 +6,7 @@
 //! (atomically), then consumed results are moved aside.
 
 use crate::engine::doc;
+use crate::engine::doc_cache::Doc;
 use crate::engine::effects;
 use crate::engine::handoff::{to_pretty, violations};
 use crate::engine::phase::{GuardSeen, PhaseArgs, PhaseOutcome, lookup, run_phase};
@@ -19,6 +20,7 @@ use rhai::Dynamic;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::rc::Rc;
 
 /// How a step runs.
 #[derive(Debug, Clone, Default)]
@@ -135,8 +137,17 @@ pub fn project_args(machine: &Machine, opts: &StepOptions) -> PhaseArgs {
     }
 }
 
+/// The state as a step holds it: the kept parsed document (not a copy of it), replaced
+/// by each new state a phase writes.
+type StepState = Option<Rc<Doc>>;
+
+/// The state document of a step's state, if any.
+fn value(state: &StepState) -> Option<&Dynamic> {
+    state.as_deref().map(|d| &d.value)
+}
+
 /// Reads the state strictly; `Ok(None)` when there is none.
-pub fn read_state(machine: &Machine) -> Result<Option<Dynamic>, String> {
+pub fn read_state(machine: &Machine) -> Result<StepState, String> {
     let path = layout(machine, "state");
     match crate::engine::doc_cache::load(path, false) {
         Err((false, _)) => Ok(None),
@@ -149,7 +160,7 @@ pub fn read_state(machine: &Machine) -> Result<Option<Dynamic>, String> {
                 "state",
             )?;
             if issues.is_empty() {
-                Ok(Some(doc.value.clone()))
+                Ok(Some(doc))
             } else {
                 Err(format!("{path}: invalid state file: {}", issues.join("; ")))
             }
@@ -179,7 +190,7 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
         directives_for_host: vec![],
         directives_executed: vec![],
         warnings: vec![],
-        next_action: state.as_ref().map(next_action).unwrap_or(Value::Null),
+        next_action: value(&state).map(next_action).unwrap_or(Value::Null),
         done: machine.is_terminal(&current),
         guards: vec![],
     };
@@ -188,7 +199,7 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
         let names = &machine.policy.orchestrator.terminal_step_directives;
         let directives = template_directives(machine, names, &args, &crate::now())?;
         turn.directives_executed =
-            directives::execute_builtin(machine, &directives, state.as_ref(), &Value::Null)?;
+            directives::execute_builtin(machine, &directives, value(&state), &Value::Null)?;
         return Ok(turn);
     }
     let now = crate::now();
@@ -246,14 +257,12 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     turn.machine_state = current.clone();
     turn.status = machine.status_of(&current).unwrap_or_default().to_string();
     turn.done = machine.is_terminal(&current);
-    turn.next_action = state.as_ref().map(next_action).unwrap_or(Value::Null);
+    turn.next_action = value(&state).map(next_action).unwrap_or(Value::Null);
     Ok(turn)
 }
 
-fn state_name(state: &Option<Dynamic>) -> Option<String> {
-    state
-        .as_ref()
-        .and_then(|s| doc::field_str(s, "machine_state"))
+fn state_name(state: &StepState) -> Option<String> {
+    value(state).and_then(|s| doc::field_str(s, "machine_state"))
 }
 
 /// The state's `next_action` (null when it has none).
@@ -268,7 +277,7 @@ fn next_action(state: &Dynamic) -> Value {
 pub fn dispatch(
     machine: &Machine,
     current: &str,
-    state: &Option<Dynamic>,
+    state: &StepState,
 ) -> Result<(String, String), String> {
     let def = machine
         .states
@@ -293,7 +302,11 @@ pub fn dispatch(
         &project_args(machine, &StepOptions::default()),
         &crate::now(),
     );
-    scope.push_dynamic("state", state.clone().unwrap_or(Dynamic::UNIT));
+    crate::engine::sandbox::push_binding(
+        &mut scope,
+        "state",
+        value(state).cloned().unwrap_or(Dynamic::UNIT),
+    );
     for (guard, phase) in guards {
         let holds = match guard {
             None => true,
@@ -332,7 +345,7 @@ fn apply_outcome(
     agent: &str,
     phase: &str,
     mut outcome: PhaseOutcome,
-    state: &mut Option<Dynamic>,
+    state: &mut StepState,
     turn: &mut Turn,
 ) -> Result<String, String> {
     let handoff_path = format!("{}/{agent}-{current}.json", layout(machine, "handoffs"));
@@ -366,20 +379,23 @@ fn apply_outcome(
             .map_err(|e| format!("{handoff_path}: {e}"))?;
         let target = machine.policy.orchestrator.protocol_violation_state.clone();
         let directives = protocol_directives(machine, args, now)?;
-        if let Some(mut s) = state.as_mut().and_then(|s| s.write_lock::<rhai::Map>()) {
-            let status = machine.status_of(&target).unwrap_or_default();
-            s.insert("machine_state".into(), target.as_str().into());
-            s.insert("status".into(), status.into());
-            let why = format!(
-                "protocol violation by {agent}.{phase}: {}",
-                found.join("; ")
-            );
-            s.insert("next_action".into(), why.into());
+        if let Some(mut blocked) = value(state).cloned() {
+            if let Some(mut s) = blocked.write_lock::<rhai::Map>() {
+                let status = machine.status_of(&target).unwrap_or_default();
+                s.insert("machine_state".into(), target.as_str().into());
+                s.insert("status".into(), status.into());
+                let why = format!(
+                    "protocol violation by {agent}.{phase}: {}",
+                    found.join("; ")
+                );
+                s.insert("next_action".into(), why.into());
+            }
+            *state = Some(Rc::new(Doc::new(blocked)));
         }
         executed.extend(directives::execute_builtin(
             machine,
             &directives,
-            state.as_ref(),
+            value(state),
             &outcome.handoff,
         )?);
         persist_state(machine, state)?;
@@ -398,8 +414,8 @@ fn apply_outcome(
             .map(str::to_string);
         crate::engine::timing::mark("write handoff");
         let changed = match outcome.new_state.take() {
-            Some(new_state) if !state.as_ref().is_some_and(|s| doc::same(s, &new_state)) => {
-                *state = Some(new_state);
+            Some(new_state) if outcome.state_changed => {
+                *state = Some(Rc::new(Doc::new(new_state)));
                 true
             }
             _ => false,
@@ -412,7 +428,7 @@ fn apply_outcome(
         executed.extend(directives::execute_builtin(
             machine,
             &list,
-            state.as_ref(),
+            value(state),
             &outcome.handoff,
         )?);
         crate::engine::timing::mark("directives");
@@ -432,7 +448,7 @@ fn apply_outcome(
             .cloned()
             .unwrap_or_default();
         if opts.simulate_workers {
-            let state = state.as_ref().map(doc::to_json);
+            let state = value(state).map(doc::to_json);
             crate::exec::sim::answer_workers(machine, opts.seed, &launches, state.as_ref(), args)?;
         }
         for l in launches {
@@ -520,8 +536,8 @@ fn template_directives(
     Ok(out)
 }
 
-fn persist_state(machine: &Machine, state: &Option<Dynamic>) -> Result<(), String> {
-    if let Some(s) = state {
+fn persist_state(machine: &Machine, state: &StepState) -> Result<(), String> {
+    if let Some(s) = value(state) {
         let path = layout(machine, "state");
         let text = doc::to_pretty(s).map_err(|e| format!("{path}: cannot write state: {e}"))?;
         write_atomic(Path::new(path), text.as_bytes())
