@@ -94,10 +94,7 @@ pub fn execute(machine: &Machine, args: &AgentArgs) -> Result<PhaseOutcome, Stri
     if args.apply_state
         && let Some(state) = &outcome.new_state
     {
-        let text = crate::engine::doc::to_pretty(state)
-            .map_err(|e| format!("{}: cannot write state: {e}", args.state_path))?;
-        write_atomic(Path::new(&args.state_path), text.as_bytes())
-            .map_err(|e| format!("{}: cannot write state: {e}", args.state_path))?;
+        crate::engine::doc::write_state(&args.state_path, state)?;
         effects::consume(&outcome.consumes)?;
     }
     Ok(outcome)

@@ -21,12 +21,19 @@ pub fn to_pretty(value: &Dynamic) -> Result<String, String> {
     Ok(s)
 }
 
+/// Writes `state` to `path` atomically as pretty JSON (the state file's format).
+pub fn write_state(path: &str, state: &Dynamic) -> Result<(), String> {
+    let text = to_pretty(state).map_err(|e| format!("{path}: cannot write state: {e}"))?;
+    crate::workspace::fsio::write_atomic(std::path::Path::new(path), text.as_bytes())
+        .map_err(|e| format!("{path}: cannot write state: {e}"))
+}
+
 /// Compact JSON of `value` (how messages quote a value).
 pub fn json_text(value: &Dynamic) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
 }
 
-/// Short JSON type name of a script value, for messages (`schema::type_name`'s names).
+/// Short JSON type name of a script value, for messages (`type_name` primitive, schema issues).
 pub fn type_name(value: &Dynamic) -> &'static str {
     if value.is_unit() {
         "null"
@@ -54,6 +61,19 @@ pub fn as_number(value: &Dynamic) -> Option<f64> {
         .map(|i| i as f64)
         .ok()
         .or_else(|| value.as_float().ok())
+}
+
+/// `value` with only the listed top-level fields, when it is a map; otherwise `value`
+/// whole. Copies only what it keeps (how a large document is read in part).
+pub fn project<'f>(value: &Dynamic, fields: impl IntoIterator<Item = &'f str>) -> Dynamic {
+    match value.read_lock::<Map>() {
+        Some(map) => fields
+            .into_iter()
+            .filter_map(|f| map.get(f).map(|v| (f.into(), v.clone())))
+            .collect::<Map>()
+            .into(),
+        None => value.clone(),
+    }
 }
 
 /// The text `value` holds, when it is a string.

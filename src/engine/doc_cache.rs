@@ -6,9 +6,10 @@
 //! document is used only when the text is byte for byte the one it was parsed
 //! from: reading and comparing is cheap, and no file-system clock or inode
 //! reuse can make a stale copy look current. The cache holds a few entries
-//! (the smallest goes first: large documents are the ones worth keeping). Only processes that run several phases keep
-//! documents ([`keep_documents`], called by the orchestrator step): a single
-//! `metaopt agent` phase reads each file once and would only hold more memory.
+//! (the smallest goes first: large documents are the ones worth keeping).
+//! Only processes that run several phases keep documents ([`keep_documents`],
+//! called by the orchestrator step): a single `metaopt agent` phase reads each
+//! file once and would only hold more memory.
 
 use rhai::Dynamic;
 use std::cell::RefCell;

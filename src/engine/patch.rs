@@ -34,60 +34,50 @@ pub fn diff_keys(old: &Map, new: &Dynamic, keys: &[String], skip: &[&str]) -> Va
     let empty = Map::new();
     let new_lock = new.read_lock::<Map>();
     let new_map = new_lock.as_deref().unwrap_or(&empty);
-    for key in keys {
-        if skip.contains(&key.as_str()) {
-            continue;
-        }
-        match (old.get(key.as_str()), new_map.get(key.as_str())) {
-            (Some(o), Some(n)) if same(o, n) => {}
-            (Some(o), Some(n)) if o.is_map() && n.is_map() => {
-                let mut inner = JsonMap::new();
-                if let (Some(o), Some(n)) = (o.read_lock::<Map>(), n.read_lock::<Map>()) {
-                    diff_maps(&o, &n, &[], &mut inner);
-                }
-                if !inner.is_empty() {
-                    out.insert(key.clone(), Value::Object(inner));
-                }
-            }
-            (_, Some(n)) => {
-                out.insert(key.clone(), to_json(n));
-            }
-            (Some(_), None) => {
-                out.insert(key.clone(), Value::Null);
-            }
-            (None, None) => {}
-        }
+    for key in keys.iter().filter(|k| !skip.contains(&k.as_str())) {
+        diff_entry(
+            key,
+            old.get(key.as_str()),
+            new_map.get(key.as_str()),
+            &mut out,
+        );
     }
     Value::Object(out)
 }
 
 fn diff_maps(old: &Map, new: &Map, skip: &[&str], out: &mut JsonMap) {
-    for (key, new_value) in new {
-        if skip.contains(&key.as_str()) {
-            continue;
-        }
-        match old.get(key.as_str()) {
-            Some(old_value) if same(old_value, new_value) => {}
-            Some(old_value) if old_value.is_map() && new_value.is_map() => {
-                let mut inner = JsonMap::new();
-                if let (Some(o), Some(n)) =
-                    (old_value.read_lock::<Map>(), new_value.read_lock::<Map>())
-                {
-                    diff_maps(&o, &n, &[], &mut inner);
-                }
-                if !inner.is_empty() {
-                    out.insert(key.to_string(), Value::Object(inner));
-                }
-            }
-            _ => {
-                out.insert(key.to_string(), to_json(new_value));
-            }
-        }
+    let kept = |key: &str| !skip.contains(&key);
+    for (key, new_value) in new.iter().filter(|(k, _)| kept(k.as_str())) {
+        diff_entry(key, old.get(key.as_str()), Some(new_value), out);
     }
-    for key in old.keys() {
-        if !new.contains_key(key.as_str()) && !skip.contains(&key.as_str()) {
+    for key in old.keys().filter(|k| kept(k.as_str())) {
+        if !new.contains_key(key.as_str()) {
             out.insert(key.to_string(), Value::Null);
         }
+    }
+}
+
+/// The patch entry of one key: nothing when equal, the inner diff of two maps, `null`
+/// for a key that disappears, the new value otherwise.
+fn diff_entry(key: &str, old: Option<&Dynamic>, new: Option<&Dynamic>, out: &mut JsonMap) {
+    match (old, new) {
+        (Some(o), Some(n)) if same(o, n) => {}
+        (Some(o), Some(n)) if o.is_map() && n.is_map() => {
+            let mut inner = JsonMap::new();
+            if let (Some(o), Some(n)) = (o.read_lock::<Map>(), n.read_lock::<Map>()) {
+                diff_maps(&o, &n, &[], &mut inner);
+            }
+            if !inner.is_empty() {
+                out.insert(key.to_string(), Value::Object(inner));
+            }
+        }
+        (_, Some(n)) => {
+            out.insert(key.to_string(), to_json(n));
+        }
+        (Some(_), None) => {
+            out.insert(key.to_string(), Value::Null);
+        }
+        (None, None) => {}
     }
 }
 

@@ -234,6 +234,10 @@ pub fn run_phase(
     outcome
 }
 
+/// Top-level state keys a phase's patch leaves out: the runner sets them from the
+/// recommended machine state (and its status) itself.
+const PLACE_KEYS: [&str; 2] = ["machine_state", "status"];
+
 /// Schema the state file is loaded with (`machine/schemas/state.yaml`).
 const STATE_SCHEMA: &str = "state";
 
@@ -280,7 +284,7 @@ impl<'m> Run<'m> {
                 .eval_dynamic(t)
                 .map_err(|e| format!("let `{name}`: {e}"))?;
             crate::engine::sandbox::push_binding(&mut self.scope, name, v);
-            crate::engine::timing::mark(&format!("let {name}"));
+            crate::engine::timing::mark_with(|| format!("let {name}"));
         }
         Ok(())
     }
@@ -450,7 +454,7 @@ impl<'m> Run<'m> {
             .map(std::mem::take)
             .filter(Dynamic::is_map)
             .unwrap_or_else(|| rhai::Map::new().into());
-        let skip = ["machine_state", "status"];
+        let skip = PLACE_KEYS;
         let place = skip.map(|k| crate::engine::doc::field_str(&base, k));
         if let Some(mut new_state) = whole {
             // A whole new state: diffed against the base key by key.
@@ -587,8 +591,7 @@ impl<'m> Run<'m> {
                 map.insert("status".into(), status.into());
                 map.insert("machine_state".into(), target.into());
             }
-            let place_after =
-                ["machine_state", "status"].map(|k| crate::engine::doc::field_str(&new_state, k));
+            let place_after = PLACE_KEYS.map(|k| crate::engine::doc::field_str(&new_state, k));
             let changed = place_after != place_before
                 || patch_value.as_object().is_none_or(|p| !p.is_empty());
             (

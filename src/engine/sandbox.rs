@@ -84,17 +84,9 @@ impl SchemaChecks {
 
     /// The document the checks see: `doc` itself, or only the fields they read.
     fn view(&self, doc: &Dynamic) -> Dynamic {
-        match (self.fields(), doc.read_lock::<Map>()) {
-            (Some(fields), Some(map)) => {
-                let mut out = Map::new();
-                for f in fields {
-                    if let Some(v) = map.get(f.as_str()) {
-                        out.insert(f.as_str().into(), v.clone());
-                    }
-                }
-                out.into()
-            }
-            _ => doc.clone(),
+        match self.fields() {
+            Some(fields) => crate::engine::doc::project(doc, fields.iter().map(String::as_str)),
+            None => doc.clone(),
         }
     }
 }
@@ -304,15 +296,8 @@ pub fn push_binding(scope: &mut Scope<'_>, name: &str, value: Dynamic) {
     }
 }
 
-/// Converts JSON to a rhai value.
-pub fn to_dynamic(value: &Value) -> Dynamic {
-    crate::engine::doc::from_json(value)
-}
-
-/// Converts a rhai value to JSON (unit becomes null; non-finite floats become null).
-pub fn to_json(value: &Dynamic) -> Value {
-    crate::engine::doc::to_json(value)
-}
+/// JSON ↔ script value conversions (defined in [`crate::engine::doc`]).
+pub use crate::engine::doc::{from_json as to_dynamic, to_json};
 
 fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(
@@ -505,18 +490,14 @@ fn read_fields(path: &str, fields: &Array) -> Map {
     match crate::engine::doc_cache::load(path, false) {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
         Ok(Some(doc)) => {
-            let value = match doc.value.read_lock::<Map>() {
-                Some(map) => fields
-                    .iter()
-                    .filter_map(|f| {
-                        let f = f.read_lock::<rhai::ImmutableString>()?;
-                        let v = map.get(f.as_str())?;
-                        Some((f.as_str().into(), v.clone()))
-                    })
-                    .collect::<Map>()
-                    .into(),
-                None => doc.value.clone(),
-            };
+            let names: Vec<String> = fields
+                .iter()
+                .filter_map(|f| {
+                    f.read_lock::<rhai::ImmutableString>()
+                        .map(|s| s.to_string())
+                })
+                .collect();
+            let value = crate::engine::doc::project(&doc.value, names.iter().map(String::as_str));
             read_result(path, Ok((value, false)), vec![])
         }
         Err(e) => read_result(path, Err(e), vec![]),

@@ -6,7 +6,6 @@ use crate::engine::doc::{self, as_number, json_text, with_str};
 use crate::machine::model::{FieldRule, Placeholders, SchemaTable, TypeSpec};
 use regex::Regex;
 use rhai::{Array, Dynamic, Map};
-use serde_json::Value;
 use std::collections::HashMap;
 
 /// A schema with its patterns compiled.
@@ -115,7 +114,7 @@ impl CompiledSchema {
             issues.push(format!("{path}: must be non-empty"));
             return;
         }
-        if let Some(s) = with_str(value, str::to_string) {
+        if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
             let s = s.as_str();
             if rule.no_placeholder && is_placeholder(&self.table.placeholders, s) {
                 issues.push(format!(
@@ -236,19 +235,6 @@ fn is_empty(value: &Dynamic) -> bool {
         return a.is_empty();
     }
     value.read_lock::<Map>().is_some_and(|m| m.is_empty())
-}
-
-/// Short type name of a JSON value, for messages.
-pub fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_f64() => "number",
-        Value::Number(_) => "integer",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 fn describe(value: &Dynamic) -> String {

@@ -20,6 +20,13 @@ thread_local! {
     static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
+/// [`mark`] with a label built only when timings are on (no allocation on the hot path).
+pub fn mark_with(stage: impl FnOnce() -> String) {
+    if enabled() {
+        mark(&stage());
+    }
+}
+
 /// Prints the time since the previous mark, labelled `stage`, when timings are on.
 pub fn mark(stage: &str) {
     if !enabled() {

@@ -538,10 +538,7 @@ fn template_directives(
 
 fn persist_state(machine: &Machine, state: &StepState) -> Result<(), String> {
     if let Some(s) = value(state) {
-        let path = layout(machine, "state");
-        let text = doc::to_pretty(s).map_err(|e| format!("{path}: cannot write state: {e}"))?;
-        write_atomic(Path::new(path), text.as_bytes())
-            .map_err(|e| format!("{path}: cannot write state: {e}"))?;
+        doc::write_state(layout(machine, "state"), s)?;
     }
     Ok(())
 }
