@@ -132,24 +132,30 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
 mod tests {
     use super::*;
 
+    /// Writes `text` to `dir/name`; its path as text.
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().expect("utf-8 path").to_string()
+    }
+
     #[test]
     fn a_kept_document_is_used_only_for_the_same_text() {
         keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("doc.json");
-        let path_text = path.to_str().expect("utf-8 path");
-        std::fs::write(&path, r#"{"n": 1}"#).unwrap();
+        let path_text = &file(&dir, "doc.json", r#"{"n": 1}"#);
+        let path = std::path::Path::new(path_text);
         let first = load(path_text, false).unwrap().unwrap();
         let again = load(path_text, false).unwrap().unwrap();
         assert!(Rc::ptr_eq(&first, &again), "same text: the kept document");
         // Same size, same path, other content: parsed anew, whatever the file clock says.
-        std::fs::write(&path, r#"{"n": 2}"#).unwrap();
+        std::fs::write(path, r#"{"n": 2}"#).unwrap();
         let changed = load(path_text, false).unwrap().unwrap();
         assert!(!Rc::ptr_eq(&first, &changed));
         assert_eq!(crate::engine::doc::to_json(&changed.value)["n"], 2);
-        std::fs::write(&path, "  ").unwrap();
+        std::fs::write(path, "  ").unwrap();
         assert!(load(path_text, false).unwrap().is_none(), "an empty file");
-        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(path).unwrap();
         assert!(!load(path_text, false).unwrap_err().0, "missing");
     }
 
@@ -157,15 +163,16 @@ mod tests {
     fn a_full_cache_drops_its_smallest_document_first() {
         keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let big = dir.path().join("big.json");
-        let big_text = big.to_str().expect("utf-8 path");
-        std::fs::write(&big, format!(r#"{{"pad": "{}"}}"#, "x".repeat(10_000))).unwrap();
+        let big_text = &file(
+            &dir,
+            "big.json",
+            &format!(r#"{{"pad": "{}"}}"#, "x".repeat(10_000)),
+        );
         let first = load(big_text, false).unwrap().unwrap();
         // Many more small documents than the cache holds.
         for i in 0..3 * ENTRIES {
-            let small = dir.path().join(format!("r{i}.json"));
-            std::fs::write(&small, format!(r#"{{"n": {i}}}"#)).unwrap();
-            load(small.to_str().unwrap(), false).unwrap().unwrap();
+            let small = file(&dir, &format!("r{i}.json"), &format!(r#"{{"n": {i}}}"#));
+            load(&small, false).unwrap().unwrap();
         }
         let again = load(big_text, false).unwrap().unwrap();
         assert!(
