@@ -91,17 +91,15 @@ pub fn render_with(
 
 /// Registers `render(name, ctx)` over the templates.
 pub fn register(sandbox: &mut Sandbox, templates: &Rc<TextTemplates>) {
-    for engine in [&mut sandbox.engine, &mut sandbox.guard_engine] {
-        let templates = templates.clone();
-        engine.register_fn(
-            "render",
-            move |ctx: NativeCallContext,
-                  name: &str,
-                  data: Dynamic|
-                  -> Result<String, Box<EvalAltResult>> {
-                render_with(&templates, ctx.engine(), name, data)
-                    .map_err(|m| Box::new(EvalAltResult::ErrorRuntime(m.into(), Position::NONE)))
-            },
-        );
-    }
+    let templates = templates.clone();
+    sandbox.engine.register_fn(
+        "render",
+        move |ctx: NativeCallContext,
+              name: &str,
+              data: Dynamic|
+              -> Result<String, Box<EvalAltResult>> {
+            render_with(&templates, ctx.engine(), name, data)
+                .map_err(|m| Box::new(EvalAltResult::ErrorRuntime(m.into(), Position::NONE)))
+        },
+    );
 }

@@ -25,17 +25,6 @@ pub mod limits {
     pub const MAX_CALL_LEVELS: usize = 32;
     /// Expression nesting depth (global, inside functions).
     pub const MAX_EXPR_DEPTH: (usize, usize) = (64, 32);
-    // rhai checks the three data limits below against the totals of a whole value,
-    // nested arrays and maps included (a state with 10,000 proposals holds ~250,000
-    // map entries). They are derived from the read cap so that every document the
-    // primitives can read fits: a JSON text of n bytes holds at most n string bytes,
-    // n / 2 array items (`0,`) and n / 4 map entries (`"":0` plus a separator).
-    /// String bytes in one value (nested strings summed).
-    pub const MAX_STRING: usize = crate::workspace::fsio::MAX_READ_BYTES as usize;
-    /// Array items in one value (nested arrays summed).
-    pub const MAX_ARRAY: usize = MAX_STRING / 2;
-    /// Map entries in one value (nested maps summed).
-    pub const MAX_MAP: usize = MAX_STRING / 4;
 }
 
 /// Data the primitives consult: state statuses and schemas.
@@ -126,11 +115,6 @@ fn projected_fields(sources: &[&str]) -> Option<Vec<String>> {
 pub struct Sandbox {
     /// The sandboxed engine.
     pub engine: Engine,
-    /// The engine guards run in: the same, plus the string/array/map size limits.
-    /// (rhai re-measures a whole value after each change when size limits are on,
-    /// which makes bindings over large states quadratic; bindings are bounded by the
-    /// operation budget and the 16 MiB read cap instead.)
-    pub guard_engine: Engine,
     /// Functions of `machine/lib/*.rhai`, carried by the scripts that call them.
     pub library: Rc<crate::engine::library::Library>,
     /// Tables the primitives read.
@@ -147,19 +131,13 @@ impl Sandbox {
         // rhai's standard library, built once and shared by both engines.
         let std_lib =
             rhai::packages::Package::as_shared_module(&rhai::packages::StandardPackage::new());
-        let mut engine = configured(&budget, &shared, &std_lib);
-        let mut guard_engine = configured(&budget, &shared, &std_lib);
-        guard_engine
-            .set_max_string_size(limits::MAX_STRING)
-            .set_max_array_size(limits::MAX_ARRAY)
-            .set_max_map_size(limits::MAX_MAP);
-        engine
-            .set_max_string_size(0)
-            .set_max_array_size(0)
-            .set_max_map_size(0);
+        // No data-size limits: with any of them on, rhai re-measures the whole root
+        // value after every method call on it (a guard reading `pool.len()` would walk
+        // a 10,000-proposal pool). Growth is bounded by the operation budget and the
+        // read cap instead.
+        let engine = configured(&budget, &shared, &std_lib);
         Self {
             engine,
-            guard_engine,
             library: Default::default(),
             shared,
             budget,
@@ -177,7 +155,7 @@ impl Sandbox {
         self.eval_with_budget(scope, ast, limits::MAX_OPERATIONS)
     }
 
-    /// Evaluates a guard: the same, with the smaller guard budget.
+    /// Evaluates a guard: the same engine, with the smaller guard budget.
     pub fn eval_guard(&self, scope: &mut Scope, ast: &AST) -> Result<Dynamic, String> {
         self.eval_with_budget(scope, ast, limits::GUARD_OPERATIONS)
     }
@@ -190,19 +168,13 @@ impl Sandbox {
     ) -> Result<Dynamic, String> {
         self.budget.set(budget);
         let len = scope.len();
-        let engine = if budget == limits::GUARD_OPERATIONS {
-            &self.guard_engine
-        } else {
-            &self.engine
-        };
-        let result = engine.eval_ast_with_scope::<Dynamic>(scope, ast);
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, ast);
         scope.rewind(len);
         self.budget.set(limits::MAX_OPERATIONS);
         result.map_err(|e| describe_error(&e))
     }
 }
 
-/// An engine with the sandbox settings and primitives (size limits are set by the caller).
 /// [`Sandbox::compile`] with an explicit engine and library (for templates compiled from
 /// inside a running script).
 pub fn compile_script(
@@ -224,6 +196,7 @@ pub fn compile_script(
     Ok(ast)
 }
 
+/// An engine with the sandbox settings and primitives.
 fn configured(
     budget: &Rc<std::cell::Cell<u64>>,
     shared: &Rc<RefCell<SharedTables>>,
@@ -310,6 +283,14 @@ fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
 fn field_text(item: &Dynamic, field: &str) -> Option<String> {
     item.read_lock::<Map>()
         .and_then(|m| m.get(field).map(|v| v.to_string()))
+}
+
+/// `item[field]` when `item` is a map holding a string there.
+fn field_string(item: &Dynamic, field: &str) -> Option<rhai::ImmutableString> {
+    item.read_lock::<Map>()?
+        .get(field)?
+        .read_lock::<rhai::ImmutableString>()
+        .map(|s| s.clone())
 }
 
 /// The result map every read primitive returns.
@@ -625,7 +606,14 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     engine.register_fn("sha256_tagged", |s: &str| canonical::sha256_tagged(s));
     // By reference: `big.to_json()` prints a large value without copying it first.
     engine.register_fn("to_json", |v: &mut Dynamic| {
-        serde_json::to_string_pretty(&to_json(v)).unwrap_or_default()
+        serde_json::to_string_pretty(v).unwrap_or_default()
+    });
+    // The same for a map: rhai's own `to_json(map)` (compact, slower) would be chosen.
+    engine.register_fn("to_json", |m: &mut Map| {
+        let v = Dynamic::from_map(std::mem::take(m));
+        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        *m = v.cast::<Map>();
+        text
     });
     engine.register_fn("type_name", |v: Dynamic| -> String {
         crate::engine::doc::type_name(&v).to_string()
@@ -671,16 +659,29 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     // The string values of `item[field]` as the keys of a map (a set; `contains` is a lookup).
     engine.register_fn("string_set", |items: &mut Array, field: &str| -> Map {
         let mut set = Map::new();
-        for item in items.iter() {
-            if let Some(m) = item.read_lock::<Map>()
-                && let Some(v) = m.get(field)
-                && let Some(s) = v.read_lock::<rhai::ImmutableString>()
-            {
-                set.insert(s.as_str().into(), Dynamic::TRUE);
-            }
+        for s in items.iter().filter_map(|item| field_string(item, field)) {
+            set.insert(s.as_str().into(), Dynamic::TRUE);
         }
         set
     });
+    // The items whose string `item[field]` is not a key of `seen`, each value once (the
+    // first wins); items without a string `field` are kept. Reads the list in place.
+    engine.register_fn(
+        "unseen_items",
+        |items: &mut Array, field: &str, seen: Map| -> Array {
+            let mut taken = std::collections::HashSet::new();
+            let mut out = Array::new();
+            for item in items.iter() {
+                if let Some(key) = field_string(item, field)
+                    && (seen.contains_key(key.as_str()) || !taken.insert(key))
+                {
+                    continue;
+                }
+                out.push(item.clone());
+            }
+            out
+        },
+    );
     engine.register_fn("append_unique", |list: Array, extra: Array| -> Array {
         let mut seen: std::collections::HashSet<String> =
             list.iter().map(|v| v.to_string()).collect();
@@ -793,5 +794,42 @@ mod read_tests {
         assert_eq!(to_json(&read["value"]), serde_json::json!([1, 2]));
         let read = read_fields(dir.path().join("none.json").to_str().unwrap(), &fields);
         assert_eq!(read["exists"].as_bool(), Ok(false));
+    }
+}
+
+#[cfg(test)]
+mod primitive_tests {
+    use super::*;
+
+    fn eval(script: &str) -> serde_json::Value {
+        let sandbox = Sandbox::new();
+        let ast = sandbox.compile(script, &[]).expect("compiles");
+        let v = sandbox.eval(&mut Scope::new(), &ast).expect("runs");
+        to_json(&v)
+    }
+
+    #[test]
+    fn unseen_items_drops_seen_and_repeated_values_and_keeps_items_without_one() {
+        let v = eval(
+            r#"let items = [#{ id: "a" }, #{ id: "b", n: 1 }, #{ id: "b", n: 2 }, #{ x: 1 }, 5, #{ id: "c" }];
+               items.unseen_items("id", #{ c: true })"#,
+        );
+        assert_eq!(
+            v,
+            serde_json::json!([{"id": "a"}, {"id": "b", "n": 1}, {"x": 1}, 5])
+        );
+    }
+
+    #[test]
+    fn to_json_prints_maps_and_lists_pretty_and_leaves_them_in_place() {
+        let v = eval(r#"let m = #{ a: [1, 2.5], b: "x" }; [m.to_json(), m.b, [1].to_json()]"#);
+        assert_eq!(
+            v,
+            serde_json::json!([
+                "{\n  \"a\": [\n    1,\n    2.5\n  ],\n  \"b\": \"x\"\n}",
+                "x",
+                "[\n  1\n]"
+            ])
+        );
     }
 }

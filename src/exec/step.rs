@@ -289,7 +289,8 @@ pub fn dispatch(
         .clone()
         .ok_or(format!("state `{current}` has no governing agent"))?;
     let guards = machine
-        .phase_guards
+        .phase_guards()
+        .map_err(|e| e.join("; "))?
         .get(current)
         .ok_or(format!("state `{current}` has no phases"))?;
     // A state whose first phase choice is unguarded needs no scope: skip converting the
@@ -528,7 +529,8 @@ fn template_directives(
     let mut out = Vec::new();
     for name in names {
         let t = machine
-            .directive_templates
+            .directive_templates()
+            .map_err(|e| e.join("; "))?
             .get(name)
             .ok_or(format!("policy.yaml: unknown directive template `{name}`"))?;
         out.push(t.eval(&machine.sandbox, &mut scope)?);

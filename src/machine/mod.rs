@@ -149,10 +149,10 @@ pub struct Machine {
     pub vars: serde_json::Value,
     /// Agents by name.
     pub agents: IndexMap<String, CompiledAgent>,
-    /// Phase choice guards per state.
-    pub phase_guards: IndexMap<String, Vec<(Option<AST>, String)>>,
-    /// Directive templates by name.
-    pub directive_templates: IndexMap<String, Template>,
+    /// Phase choice guards per state, compiled on first use.
+    phase_guards: std::cell::OnceCell<Result<PhaseGuards, Vec<String>>>,
+    /// Directive templates by name, compiled on first use.
+    directive_templates: std::cell::OnceCell<Result<IndexMap<String, Template>, Vec<String>>>,
     /// Text templates by name.
     pub templates: std::rc::Rc<crate::engine::render::TextTemplates>,
     /// The sandbox everything runs in.
@@ -162,6 +162,9 @@ pub struct Machine {
     /// `sha256:` of the tables, computed on first use.
     hash: std::cell::OnceCell<String>,
 }
+
+/// Compiled phase choice guards (`None` = unguarded) and phases, per state.
+pub type PhaseGuards = IndexMap<String, Vec<(Option<AST>, String)>>;
 
 /// Errors found while loading tables, each naming its file.
 #[derive(Debug)]
@@ -317,39 +320,19 @@ impl Machine {
         *sandbox.shared.borrow_mut() = shared;
         crate::engine::render::register(&mut sandbox, &templates);
 
-        let base: Vec<String> = BASE_NAMES.iter().map(|s| s.to_string()).collect();
-        let mut directive_templates = IndexMap::new();
-        if let Some(p) = &policy {
-            for (name, map) in &p.directive_templates {
-                let yaml = Yaml::Mapping(
-                    map.iter()
-                        .map(|(k, v)| (Yaml::String(k.clone()), v.clone()))
-                        .collect(),
-                );
-                match Template::compile(&sandbox, &yaml, &base) {
-                    Ok(t) => {
-                        directive_templates.insert(name.clone(), t);
-                    }
-                    Err(e) => errors.push(format!(
-                        "{}: directive_templates.{name}: {e}",
-                        source.display("policy.yaml")
-                    )),
-                }
-            }
-        }
-
         let mut agents = IndexMap::new();
         for file in source.files_in("agents/", ".yaml") {
-            let Some(table) = parse::<AgentTable>(&source, &file, &mut errors) else {
+            let Some(mut table) = parse::<AgentTable>(&source, &file, &mut errors) else {
                 continue;
             };
+            // The phase definitions move into the compiled phases (not copied).
             let mut phases = IndexMap::new();
-            for (pname, def) in &table.phases {
+            for (pname, def) in std::mem::take(&mut table.phases) {
                 phases.insert(
                     pname.clone(),
                     CompiledPhase {
-                        name: pname.clone(),
-                        def: def.clone(),
+                        name: pname,
+                        def,
                         file: file.clone(),
                         compiled: std::cell::OnceCell::new(),
                     },
@@ -372,31 +355,6 @@ impl Machine {
             );
         }
 
-        let mut phase_guards = IndexMap::new();
-        if let Some(st) = &states {
-            for (name, def) in &st.states {
-                let mut guards = Vec::new();
-                for choice in &def.phases {
-                    let ast = match &choice.when {
-                        None => None,
-                        Some(src) => match sandbox.compile(src, &phase_choice_names()) {
-                            Ok(a) => Some(a),
-                            Err(e) => {
-                                errors.push(format!(
-                                    "{}: states.{name}.phases[{}]: guard does not compile: {e}",
-                                    source.display("states.yaml"),
-                                    choice.phase
-                                ));
-                                None
-                            }
-                        },
-                    };
-                    guards.push((ast, choice.phase.clone()));
-                }
-                phase_guards.insert(name.clone(), guards);
-            }
-        }
-
         let (Some(states), Some(policy)) = (states, policy) else {
             return Err(LoadErrors(errors));
         };
@@ -406,15 +364,22 @@ impl Machine {
             policy,
             vars,
             agents,
-            phase_guards,
-            directive_templates,
+            phase_guards: std::cell::OnceCell::new(),
+            directive_templates: std::cell::OnceCell::new(),
             templates,
             sandbox,
             fragments,
             hash: std::cell::OnceCell::new(),
         };
-        errors.extend(machine.reference_errors());
         if eager {
+            // Embedded tables were checked by the tests: these run for user tables only.
+            errors.extend(machine.reference_errors());
+            if let Err(e) = machine.phase_guards() {
+                errors.extend(e.iter().cloned());
+            }
+            if let Err(e) = machine.directive_templates() {
+                errors.extend(e.iter().cloned());
+            }
             for agent in machine.agents.values() {
                 for phase in agent.phases.values() {
                     if let Err(e) = phase.steps(&machine) {
@@ -502,6 +467,73 @@ impl Machine {
         self.agents
             .get(name)
             .or_else(|| self.agents.values().find(|a| a.table.short_name == name))
+    }
+
+    /// The phase choice guards of every state (compiled on first use: a phase run
+    /// alone never needs them).
+    pub fn phase_guards(&self) -> Result<&PhaseGuards, &[String]> {
+        let compiled = self.phase_guards.get_or_init(|| {
+            let mut errors = Vec::new();
+            let mut all = IndexMap::new();
+            for (name, def) in &self.states.states {
+                let mut guards = Vec::new();
+                for choice in &def.phases {
+                    let ast = match &choice.when {
+                        None => None,
+                        Some(src) => match self.sandbox.compile(src, &phase_choice_names()) {
+                            Ok(a) => Some(a),
+                            Err(e) => {
+                                errors.push(format!(
+                                    "{}: states.{name}.phases[{}]: guard does not compile: {e}",
+                                    self.source.display("states.yaml"),
+                                    choice.phase
+                                ));
+                                None
+                            }
+                        },
+                    };
+                    guards.push((ast, choice.phase.clone()));
+                }
+                all.insert(name.clone(), guards);
+            }
+            if errors.is_empty() {
+                Ok(all)
+            } else {
+                Err(errors)
+            }
+        });
+        compiled.as_ref().map_err(Vec::as_slice)
+    }
+
+    /// The directive templates of `policy.yaml` (compiled on first use).
+    pub fn directive_templates(&self) -> Result<&IndexMap<String, Template>, &[String]> {
+        let compiled = self.directive_templates.get_or_init(|| {
+            let base: Vec<String> = BASE_NAMES.iter().map(|s| s.to_string()).collect();
+            let mut errors = Vec::new();
+            let mut all = IndexMap::new();
+            for (name, map) in &self.policy.directive_templates {
+                let yaml = Yaml::Mapping(
+                    map.iter()
+                        .map(|(k, v)| (Yaml::String(k.clone()), v.clone()))
+                        .collect(),
+                );
+                match Template::compile(&self.sandbox, &yaml, &base) {
+                    Ok(t) => {
+                        all.insert(name.clone(), t);
+                    }
+                    Err(e) => errors.push(format!(
+                        "{}: directive_templates.{name}: {e}",
+                        self.source.display("policy.yaml")
+                    )),
+                }
+            }
+            if errors.is_empty() {
+                Ok(all)
+            } else {
+                Err(errors)
+            }
+        });
+        compiled.as_ref().map_err(Vec::as_slice)
     }
 
     /// Hash of the tables in force.
