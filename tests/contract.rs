@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use regex::Regex;
+use regex_lite::Regex;
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,7 +121,7 @@ fn documents() -> Vec<(String, String)> {
 fn mentions(text: &str, name: &str) -> bool {
     let re = Regex::new(&format!(
         r"(?:^|[^A-Za-z0-9_-]){}(?:$|[^A-Za-z0-9_])",
-        regex::escape(name)
+        regex_lite::escape(name)
     ))
     .expect("regex");
     re.is_match(text)

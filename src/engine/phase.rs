@@ -119,10 +119,9 @@ pub fn lookup<'m>(
     let a = machine.agent(agent).ok_or_else(|| {
         PhaseLookupError(format!(
             "unknown control agent `{agent}`{}; known: {}",
-            crate::machine::suggest(agent, machine.agents.keys()),
+            crate::machine::suggest(agent, machine.agent_names()),
             machine
-                .agents
-                .keys()
+                .agent_names()
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")

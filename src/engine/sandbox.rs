@@ -32,10 +32,52 @@ pub mod limits {
 pub struct SharedTables {
     /// machine state → (status, kind).
     pub states: HashMap<String, (String, StateKind)>,
-    /// schema name → compiled schema.
-    pub schemas: HashMap<String, CompiledSchema>,
-    /// schema name → compiled cross checks.
-    pub schema_checks: HashMap<String, SchemaChecks>,
+    /// schema name → the schema, built on first use.
+    pub schemas: HashMap<String, LazySchema>,
+}
+
+/// A schema's structural rules and cross checks, compiled.
+#[derive(Debug)]
+pub struct BuiltSchema {
+    /// The structural rules.
+    pub schema: CompiledSchema,
+    /// The cross checks (`checks:`).
+    pub checks: SchemaChecks,
+}
+
+/// Builds a schema (parse and compile), reporting every error.
+pub type SchemaBuilder = Box<dyn Fn(&Engine) -> Result<BuiltSchema, Vec<String>>>;
+
+/// A schema table parsed and compiled on first use: a phase reads one or two of them.
+pub struct LazySchema {
+    build: SchemaBuilder,
+    built: std::cell::OnceCell<Result<BuiltSchema, Vec<String>>>,
+}
+
+impl std::fmt::Debug for LazySchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazySchema")
+            .field("built", &self.built)
+            .finish()
+    }
+}
+
+impl LazySchema {
+    /// A schema that `build` makes when first asked for.
+    pub fn new(build: SchemaBuilder) -> Self {
+        Self {
+            build,
+            built: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The built schema, or every error building it gave.
+    pub fn get(&self, engine: &Engine) -> Result<&BuiltSchema, &[String]> {
+        self.built
+            .get_or_init(|| (self.build)(engine))
+            .as_ref()
+            .map_err(Vec::as_slice)
+    }
 }
 
 /// The cross checks of one schema (`checks:`), compiled.
@@ -439,14 +481,15 @@ pub fn schema_issues(
     schema: &str,
     doc: &Dynamic,
 ) -> Result<Vec<String>, String> {
-    let compiled = shared
+    let built = shared
         .schemas
         .get(schema)
-        .ok_or_else(|| format!("unknown schema `{schema}`"))?;
-    let mut issues = compiled.issues(doc);
-    if issues.is_empty()
-        && let Some(checks) = shared.schema_checks.get(schema)
-    {
+        .ok_or_else(|| format!("unknown schema `{schema}`"))?
+        .get(engine)
+        .map_err(|e| e.join("; "))?;
+    let mut issues = built.schema.issues(doc);
+    let checks = &built.checks;
+    if issues.is_empty() && !checks.checks.is_empty() {
         let mut scope = Scope::new();
         push_binding(&mut scope, "value", checks.view(doc));
         for (guard, message) in &checks.checks {

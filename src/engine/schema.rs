@@ -4,7 +4,7 @@
 
 use crate::engine::doc::{self, as_number, json_text, with_str};
 use crate::machine::model::{FieldRule, Placeholders, SchemaTable, TypeSpec};
-use regex::Regex;
+use regex_lite::Regex;
 use rhai::{Array, Dynamic, Map};
 use std::collections::HashMap;
 

@@ -151,8 +151,8 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn fill(command: &str, campaign: &Value) -> String {
-    let re = regex::Regex::new(r"\{([a-z_]+(?:\.[a-z_]+)*)\}").expect("static regex");
-    re.replace_all(command, |c: &regex::Captures| {
+    let re = regex_lite::Regex::new(r"\{([a-z_]+(?:\.[a-z_]+)*)\}").expect("static regex");
+    re.replace_all(command, |c: &regex_lite::Captures| {
         let pointer = format!("/{}", c[1].replace('.', "/"));
         let v = campaign.pointer(&pointer).map(|v| {
             v.as_str()
@@ -215,7 +215,7 @@ fn run_check(c: &CheckDef, campaign: &Value, failed: &[String]) -> (bool, String
         }
         let matches = |re: &Option<String>| {
             re.as_ref()
-                .map(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(&output)))
+                .map(|r| regex_lite::Regex::new(r).is_ok_and(|re| re.is_match(&output)))
         };
         if matches(&c.expect) == Some(false) {
             return (

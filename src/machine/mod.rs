@@ -10,7 +10,7 @@ pub mod graph;
 pub mod model;
 pub mod source;
 
-use crate::engine::sandbox::{Sandbox, SchemaChecks, SharedTables};
+use crate::engine::sandbox::{BuiltSchema, LazySchema, Sandbox, SchemaChecks, SharedTables};
 use crate::engine::schema::CompiledSchema;
 use crate::engine::template::Template;
 use indexmap::IndexMap;
@@ -137,6 +137,75 @@ pub struct CompiledAgent {
     pub phases: IndexMap<String, CompiledPhase>,
 }
 
+/// `agent:` and `short_name:` of an agent table, read ahead of the rest.
+#[derive(serde::Deserialize)]
+struct AgentHeader {
+    agent: String,
+    #[serde(default)]
+    short_name: String,
+}
+
+/// An agent table, parsed and compiled when first asked for (a phase runs one agent).
+#[derive(Debug)]
+struct AgentSlot {
+    /// Table file.
+    file: String,
+    /// `short_name:` (the agent can be asked for by it).
+    short_name: String,
+    /// The agent; `None` when its table does not parse.
+    compiled: std::cell::OnceCell<Option<CompiledAgent>>,
+}
+
+impl AgentSlot {
+    /// A slot holding `table`, already parsed, with its agent name.
+    fn parsed(file: &str, table: AgentTable) -> (String, Self) {
+        let slot = Self {
+            file: file.to_string(),
+            short_name: table.short_name.clone(),
+            compiled: std::cell::OnceCell::new(),
+        };
+        let name = table.agent.clone();
+        let _ = slot.compiled.set(Some(compile_agent(file, table)));
+        (name, slot)
+    }
+
+    /// The slot with its agent name.
+    fn named(self, name: String) -> (String, Self) {
+        (name, self)
+    }
+
+    /// The agent, parsed on first use.
+    fn agent(&self, machine: &Machine) -> Option<&CompiledAgent> {
+        self.compiled
+            .get_or_init(|| {
+                parse::<AgentTable>(&machine.source, &self.file, &mut Vec::new())
+                    .map(|table| compile_agent(&self.file, table))
+            })
+            .as_ref()
+    }
+}
+
+/// The compiled form of an agent table: its phase definitions move into the phases.
+fn compile_agent(file: &str, mut table: AgentTable) -> CompiledAgent {
+    let mut phases = IndexMap::new();
+    for (pname, def) in std::mem::take(&mut table.phases) {
+        phases.insert(
+            pname.clone(),
+            CompiledPhase {
+                name: pname,
+                def,
+                file: file.to_string(),
+                compiled: std::cell::OnceCell::new(),
+            },
+        );
+    }
+    CompiledAgent {
+        file: file.to_string(),
+        table,
+        phases,
+    }
+}
+
 /// The loaded, compiled machine.
 pub struct Machine {
     /// Where the tables came from.
@@ -148,7 +217,7 @@ pub struct Machine {
     /// `vars.yaml` as JSON.
     pub vars: serde_json::Value,
     /// Agents by name.
-    pub agents: IndexMap<String, CompiledAgent>,
+    agents: IndexMap<String, AgentSlot>,
     /// Phase choice guards per state, compiled on first use.
     phase_guards: std::cell::OnceCell<Result<PhaseGuards, Vec<String>>>,
     /// Directive templates by name, compiled on first use.
@@ -188,21 +257,66 @@ fn parse<T: serde::de::DeserializeOwned>(
         errors.push(format!("{}: missing table file", source.display(file)));
         return None;
     };
-    if let Some(json) = source.json(file)
+    parse_text(&source.display(file), text, source.json(file))
+        .map_err(|e| errors.push(e))
+        .ok()
+}
+
+/// Parses a table from its JSON rendering when there is one (embedded tables), else
+/// from its YAML text; an error names the file and the position.
+fn parse_text<T: serde::de::DeserializeOwned>(
+    display: &str,
+    yaml: &str,
+    json: Option<&str>,
+) -> Result<T, String> {
+    if let Some(json) = json
         && let Ok(v) = serde_json::from_str(json)
     {
-        return Some(v);
+        return Ok(v);
     }
-    match serde_yaml::from_str(text) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let at = e
-                .location()
-                .map(|l| format!(":{}:{}", l.line(), l.column()))
-                .unwrap_or_default();
-            errors.push(format!("{}{at}: {e}", source.display(file)));
-            None
+    serde_yaml::from_str(yaml).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        format!("{display}{at}: {e}")
+    })
+}
+
+/// Parses and compiles one schema table (`display` names it in errors).
+fn build_schema(
+    engine: &rhai::Engine,
+    library: &crate::engine::library::Library,
+    display: &str,
+    yaml: &str,
+    json: Option<&str>,
+) -> Result<BuiltSchema, Vec<String>> {
+    let table: SchemaTable = parse_text(display, yaml, json).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let mut checks = Vec::new();
+    let mut sources = Vec::new();
+    let names = vec!["value".to_string()];
+    for (i, c) in table.checks.iter().enumerate() {
+        sources.push(c.when.as_str());
+        sources.push(c.message.as_str());
+        let guard = crate::engine::sandbox::compile_script(engine, library, &c.when, &names);
+        let msg = crate::engine::sandbox::compile_script(
+            engine,
+            library,
+            &format!("`{}`", c.message),
+            &names,
+        );
+        match (guard, msg) {
+            (Ok(g), Ok(m)) => checks.push((g, m)),
+            (Err(e), _) | (_, Err(e)) => errors.push(format!("{display}: checks[{i}]: {e}")),
         }
+    }
+    let checks = SchemaChecks::new(checks, &sources);
+    let schema = CompiledSchema::compile(table).map_err(|e| vec![format!("{display}: {e}")])?;
+    if errors.is_empty() {
+        Ok(BuiltSchema { schema, checks })
+    } else {
+        Err(errors)
     }
 }
 
@@ -266,34 +380,20 @@ impl Machine {
                     .insert(name.clone(), (def.status.clone(), def.kind));
             }
         }
+        // Schemas are parsed and compiled on first use (a phase reads one or two); the
+        // tables of a directory are all built now, so that every error shows at load.
         for file in source.files_in("schemas/", ".yaml") {
-            let name = stem(&file);
-            let Some(table) = parse::<SchemaTable>(&source, &file, &mut errors) else {
-                continue;
-            };
-            let mut checks = Vec::new();
-            let mut sources = Vec::new();
-            for (i, c) in table.checks.iter().enumerate() {
-                sources.push(c.when.as_str());
-                sources.push(c.message.as_str());
-                let names = vec!["value".to_string()];
-                let guard = sandbox.compile(&c.when, &names);
-                let msg = sandbox.compile(&format!("`{}`", c.message), &names);
-                match (guard, msg) {
-                    (Ok(g), Ok(m)) => checks.push((g, m)),
-                    (Err(e), _) | (_, Err(e)) => {
-                        errors.push(format!("{}: checks[{i}]: {e}", source.display(&file)))
-                    }
-                }
+            let display = source.display(&file);
+            let text = source.get(&file).unwrap_or_default().to_string();
+            let json = source.json(&file).map(str::to_string);
+            let library = sandbox.library.clone();
+            let schema = LazySchema::new(Box::new(move |engine: &rhai::Engine| {
+                build_schema(engine, &library, &display, &text, json.as_deref())
+            }));
+            if eager && let Err(e) = schema.get(&sandbox.engine) {
+                errors.extend(e.iter().cloned());
             }
-            let checks = SchemaChecks::new(checks, &sources);
-            match CompiledSchema::compile(table) {
-                Ok(s) => {
-                    shared.schemas.insert(name.clone(), s);
-                    shared.schema_checks.insert(name, checks);
-                }
-                Err(e) => errors.push(format!("{}: {e}", source.display(&file))),
-            }
+            shared.schemas.insert(stem(&file), schema);
         }
         let template_sources: IndexMap<String, String> = source
             .files_in("templates/", ".md")
@@ -320,39 +420,35 @@ impl Machine {
         *sandbox.shared.borrow_mut() = shared;
         crate::engine::render::register(&mut sandbox, &templates);
 
-        let mut agents = IndexMap::new();
+        // Agent tables: only `agent:` and `short_name:` are read now (the embedded
+        // tables); the rest when the agent is first asked for. A directory's tables are
+        // parsed whole now, so that every error shows at load.
+        let mut agents: IndexMap<String, AgentSlot> = IndexMap::new();
         for file in source.files_in("agents/", ".yaml") {
-            let Some(mut table) = parse::<AgentTable>(&source, &file, &mut errors) else {
-                continue;
+            let slot = if eager {
+                let Some(table) = parse::<AgentTable>(&source, &file, &mut errors) else {
+                    continue;
+                };
+                AgentSlot::parsed(&file, table)
+            } else {
+                let Some(header) = parse::<AgentHeader>(&source, &file, &mut errors) else {
+                    continue;
+                };
+                AgentSlot {
+                    file: file.clone(),
+                    short_name: header.short_name,
+                    compiled: std::cell::OnceCell::new(),
+                }
+                .named(header.agent)
             };
-            // The phase definitions move into the compiled phases (not copied).
-            let mut phases = IndexMap::new();
-            for (pname, def) in std::mem::take(&mut table.phases) {
-                phases.insert(
-                    pname.clone(),
-                    CompiledPhase {
-                        name: pname,
-                        def,
-                        file: file.clone(),
-                        compiled: std::cell::OnceCell::new(),
-                    },
-                );
-            }
-            if agents.contains_key(&table.agent) {
+            let (name, slot) = slot;
+            if agents.contains_key(&name) {
                 errors.push(format!(
-                    "{}: agent `{}` is defined twice",
+                    "{}: agent `{name}` is defined twice",
                     source.display(&file),
-                    table.agent
                 ));
             }
-            agents.insert(
-                table.agent.clone(),
-                CompiledAgent {
-                    file: file.clone(),
-                    table,
-                    phases,
-                },
-            );
+            agents.insert(name, slot);
         }
 
         let (Some(states), Some(policy)) = (states, policy) else {
@@ -380,7 +476,7 @@ impl Machine {
             if let Err(e) = machine.directive_templates() {
                 errors.extend(e.iter().cloned());
             }
-            for agent in machine.agents.values() {
+            for agent in machine.agents() {
                 for phase in agent.phases.values() {
                     if let Err(e) = phase.steps(&machine) {
                         errors.extend(e.iter().cloned());
@@ -407,7 +503,7 @@ impl Machine {
         }
         for (name, def) in &self.states.states {
             if let Some(agent) = &def.agent {
-                match self.agents.get(agent) {
+                match self.agents.get(agent).and_then(|s| s.agent(self)) {
                     None => errors.push(format!(
                         "{states_file}: states.{name}.agent: unknown agent `{agent}`{}",
                         suggest(agent, self.agents.keys())
@@ -426,7 +522,7 @@ impl Machine {
                 }
             }
         }
-        for agent in self.agents.values() {
+        for agent in self.agents() {
             for phase in agent.phases.values() {
                 let mut rules = Vec::new();
                 raw_rules(&phase.def.steps, &self.fragments, &mut rules, 0);
@@ -466,7 +562,18 @@ impl Machine {
     pub fn agent(&self, name: &str) -> Option<&CompiledAgent> {
         self.agents
             .get(name)
-            .or_else(|| self.agents.values().find(|a| a.table.short_name == name))
+            .or_else(|| self.agents.values().find(|a| a.short_name == name))?
+            .agent(self)
+    }
+
+    /// Every agent, in file order (each parsed now if it was not yet).
+    pub fn agents(&self) -> impl Iterator<Item = &CompiledAgent> {
+        self.agents.values().filter_map(|slot| slot.agent(self))
+    }
+
+    /// The names of the agents, in file order.
+    pub fn agent_names(&self) -> impl Iterator<Item = &String> {
+        self.agents.keys()
     }
 
     /// The phase choice guards of every state (compiled on first use: a phase run

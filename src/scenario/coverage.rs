@@ -37,7 +37,7 @@ impl Row {
 /// Every rule of every phase, in table order.
 pub fn inventory(machine: &Machine) -> Vec<(RuleKey, Option<String>)> {
     let mut out = Vec::new();
-    for agent in machine.agents.values() {
+    for agent in machine.agents() {
         for phase in agent.phases.values() {
             for step in phase.steps(machine).unwrap_or_default() {
                 if let CompiledStep::Rule(rule) = step {

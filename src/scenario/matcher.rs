@@ -59,7 +59,7 @@ pub fn validate(expected: &Value) -> Result<(), String> {
     if let Some((op, arg)) = operator(expected) {
         return match op {
             "regex" => match arg.as_str() {
-                Some(r) => regex::Regex::new(r)
+                Some(r) => regex_lite::Regex::new(r)
                     .map(|_| ())
                     .map_err(|e| format!("invalid regex `{r}`: {e}")),
                 None => Err("`regex` needs a string".into()),
@@ -171,7 +171,7 @@ pub fn check(path: &str, expected: &Value, actual: Option<&Value>, out: &mut Vec
                 }
             }
             "regex" => {
-                let re = arg.as_str().and_then(|r| regex::Regex::new(r).ok());
+                let re = arg.as_str().and_then(|r| regex_lite::Regex::new(r).ok());
                 let ok = match (re, actual) {
                     (Some(re), Some(Value::String(s))) => re.is_match(s),
                     _ => false,
