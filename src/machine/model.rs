@@ -354,7 +354,7 @@ pub struct FieldRule {
 }
 
 /// `type:` of a field: one name or a list of names.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default)]
 #[serde(untagged)]
 pub enum TypeSpec {
     /// No type constraint.
@@ -366,6 +366,40 @@ pub enum TypeSpec {
     Many(Vec<String>),
 }
 
+// Written out rather than `#[serde(untagged)]`, which buffers every value first and
+// took a twentieth of a short phase's start-up (the state schema is read on each run).
+impl<'de> Deserialize<'de> for TypeSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TypeSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a type name or a list of type names")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<TypeSpec, E> {
+                Ok(TypeSpec::Any)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<TypeSpec, E> {
+                Ok(TypeSpec::Any)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TypeSpec, E> {
+                Ok(TypeSpec::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TypeSpec, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(TypeSpec::Many(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A cross-field check of a schema.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -374,4 +408,23 @@ pub struct CrossCheck {
     pub when: String,
     /// Message template.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_type_is_a_name_a_list_of_names_or_null_from_yaml_and_json() {
+        let yaml: FieldRule = serde_yaml::from_str("type: [object, \"null\"]").unwrap();
+        assert!(matches!(yaml.types, TypeSpec::Many(ref t) if t == &["object", "null"]));
+        let json: FieldRule = serde_json::from_str(r#"{"type": "integer"}"#).unwrap();
+        assert!(matches!(json.types, TypeSpec::One(ref t) if t == "integer"));
+        let none: FieldRule = serde_yaml::from_str("type: ~").unwrap();
+        assert!(matches!(none.types, TypeSpec::Any));
+        let absent: FieldRule = serde_json::from_str("{}").unwrap();
+        assert!(matches!(absent.types, TypeSpec::Any));
+        let wrong = serde_yaml::from_str::<FieldRule>("type: 3").unwrap_err();
+        assert!(wrong.to_string().contains("a type name or a list of type names"), "{wrong}");
+    }
 }
