@@ -103,6 +103,10 @@ pub struct PhaseOutcome {
     pub is_error: bool,
     /// Guards evaluated, in order.
     pub guards: Vec<GuardSeen>,
+    /// The top-level keys of `new_state` that need checking against the state schema
+    /// (`None`: all of them). Only the keys a `set` touched, when the state it changed
+    /// was read checked: the others are as they were read.
+    pub unchecked: Option<Vec<String>>,
 }
 
 /// A phase that could not run at all (unknown agent or phase).
@@ -206,7 +210,7 @@ pub fn run_phase(
         Ok(Some(rule)) => match run.outcome(rule, args) {
             Ok(o) => match o.new_state.as_ref().and_then(|s| {
                 crate::engine::timing::mark("outcome");
-                state_problem(machine, s)
+                state_problem(machine, s, o.unchecked.as_deref())
             }) {
                 // Never hand on a state the next step could not load (an input the
                 // tables copied into it unchecked): the phase fails instead.
@@ -233,6 +237,15 @@ pub fn run_phase(
     outcome
 }
 
+/// What a rule makes of the state: the patch, the new state, the two placed keys as
+/// they were, and the keys to check again (see [`PhaseOutcome::unchecked`]).
+struct NewState {
+    patch: Value,
+    state: Dynamic,
+    place_before: [Option<String>; 2],
+    unchecked: Option<Vec<String>>,
+}
+
 /// Top-level state keys a phase's patch leaves out: the runner sets them from the
 /// recommended machine state (and its status) itself.
 const PLACE_KEYS: [&str; 2] = ["machine_state", "status"];
@@ -248,18 +261,27 @@ fn nesting(v: &Dynamic) -> usize {
     crate::engine::doc::nesting(v, MAX_NESTING)
 }
 
-/// Why `state`, once written, would not load back strictly (JSON nesting, schema), if so.
-fn state_problem(machine: &Machine, state: &Dynamic) -> Option<String> {
-    if nesting(state) > MAX_NESTING {
+/// Why `state`, once written, would not load back strictly (JSON nesting, schema), if so;
+/// only the top-level keys in `only` are looked at when given (the rest were checked).
+fn state_problem(machine: &Machine, state: &Dynamic, only: Option<&[String]>) -> Option<String> {
+    let too_deep = match (only, state.read_lock::<rhai::Map>()) {
+        (Some(keys), Some(map)) => keys
+            .iter()
+            .filter_map(|k| map.get(k.as_str()))
+            .any(|v| nesting(v) + 1 > MAX_NESTING),
+        _ => nesting(state) > MAX_NESTING,
+    };
+    if too_deep {
         return Some(format!(
             "invalid json: recursion limit exceeded (arrays and objects nested deeper than {MAX_NESTING})"
         ));
     }
-    let issues = crate::engine::sandbox::schema_issues(
+    let issues = crate::engine::sandbox::schema_issues_in(
         &machine.sandbox.engine,
         &machine.sandbox.shared.borrow(),
         STATE_SCHEMA,
         state,
+        only,
     );
     match issues {
         Ok(issues) if issues.is_empty() => None,
@@ -407,6 +429,7 @@ impl<'m> Run<'m> {
             rule: String::new(),
             is_error: true,
             guards: std::mem::take(&mut self.guards),
+            unchecked: None,
         }
     }
 
@@ -431,10 +454,7 @@ impl<'m> Run<'m> {
     /// The state the rule writes and its patch against the binding named `state`. The
     /// binding is moved out of the scope (no copy of a large state): call this after
     /// everything else of the outcome is evaluated.
-    fn new_state(
-        &mut self,
-        rule: &CompiledRule,
-    ) -> Result<(Value, Dynamic, [Option<String>; 2]), String> {
+    fn new_state(&mut self, rule: &CompiledRule) -> Result<NewState, String> {
         let whole = rule
             .new_state
             .as_ref()
@@ -460,14 +480,18 @@ impl<'m> Run<'m> {
             for (path, v) in sets {
                 set_path(&mut new_state, path, v);
             }
-            return Ok((
-                patch::diff_values(&base, &new_state, &skip),
-                new_state,
-                place,
-            ));
+            return Ok(NewState {
+                patch: patch::diff_values(&base, &new_state, &skip),
+                state: new_state,
+                place_before: place,
+                unchecked: None,
+            });
         }
         // The base with `set` applied: only the top-level keys a `set` touches can
         // differ, so they alone are kept aside and diffed (no copy of a large state).
+        // A base read checked against the state schema needs only its changed keys
+        // (and the two the runner places) checked again.
+        let checked = base.tag() == crate::engine::sandbox::schema_tag(STATE_SCHEMA);
         let mut new_state = base;
         let mut before = rhai::Map::new();
         let mut touched: Vec<String> = Vec::new();
@@ -489,7 +513,17 @@ impl<'m> Run<'m> {
             set_path(&mut new_state, path, v);
         }
         let patch_value = patch::diff_keys(&before, &new_state, &touched, &skip);
-        Ok((patch_value, new_state, place))
+        let unchecked = checked.then(|| {
+            let mut keys = touched;
+            keys.extend(PLACE_KEYS.iter().map(|k| k.to_string()));
+            keys
+        });
+        Ok(NewState {
+            patch: patch_value,
+            state: new_state,
+            place_before: place,
+            unchecked,
+        })
     }
 
     fn outcome(&mut self, rule: &CompiledRule, args: &PhaseArgs) -> Result<PhaseOutcome, String> {
@@ -515,6 +549,7 @@ impl<'m> Run<'m> {
                 rule: rule.name.clone(),
                 is_error: true,
                 guards,
+                unchecked: None,
             });
         }
         let dynamic_next = match &rule.next_expr {
@@ -569,19 +604,25 @@ impl<'m> Run<'m> {
         };
         // State: the binding named `state` is the base the patch is computed against. It
         // is evaluated last: `new_state` moves the binding out of the scope.
-        let (patch_value, state_out, state_changed) = if !self.agent.table.patches_state {
-            (Value::Null, None, false)
+        let (patch_value, state_out, state_changed, unchecked) = if !self.agent.table.patches_state
+        {
+            (Value::Null, None, false, None)
         } else if rule.preserve_state {
-            (json!({}), None, false)
+            (json!({}), None, false, None)
         } else if rule.set.is_empty()
             && rule.new_state.is_none()
             && rule.consume.is_empty()
             && self.state_stays_in(recommended)
         {
             // Nothing to change: no copy of the state, no patch, nothing to write.
-            (json!({}), None, false)
+            (json!({}), None, false, None)
         } else {
-            let (patch_value, mut new_state, place_before) = self.new_state(rule)?;
+            let NewState {
+                patch: patch_value,
+                state: mut new_state,
+                place_before,
+                unchecked,
+            } = self.new_state(rule)?;
             let target = recommended
                 .map(str::to_string)
                 .or_else(|| crate::engine::doc::field_str(&new_state, "machine_state"));
@@ -597,6 +638,7 @@ impl<'m> Run<'m> {
                 patch_value,
                 new_state.is_map().then_some(new_state),
                 changed,
+                unchecked,
             )
         };
         let mut h = self.envelope(recommended, patch_value, summary, recovery);
@@ -611,6 +653,7 @@ impl<'m> Run<'m> {
             rule: rule.name.clone(),
             is_error: false,
             guards,
+            unchecked,
         })
     }
 }
@@ -700,5 +743,55 @@ mod tests {
                 nesting(&to_dynamic(&v))
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod recheck_tests {
+    use super::*;
+
+    fn state() -> Dynamic {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/scenarios/fixtures/state-roll.json"
+        ))
+        .expect("fixture");
+        crate::engine::doc::parse_json(&text).expect("parses")
+    }
+
+    fn set(doc: &mut Dynamic, key: &str, value: Dynamic) {
+        doc.write_lock::<rhai::Map>()
+            .expect("a map")
+            .insert(key.into(), value);
+    }
+
+    #[test]
+    fn a_checked_state_is_checked_again_in_the_keys_given_only() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        let mut doc = state();
+        assert_eq!(state_problem(&machine, &doc, None), None);
+        // A broken key outside `only` is not looked at; inside, it is reported.
+        set(&mut doc, "current_iteration", "three".into());
+        let only = vec!["next_action".to_string()];
+        assert_eq!(state_problem(&machine, &doc, Some(&only)), None);
+        let only = vec!["current_iteration".to_string()];
+        let problem = state_problem(&machine, &doc, Some(&only)).expect("reported");
+        assert!(problem.contains("current_iteration"), "{problem}");
+        assert!(state_problem(&machine, &doc, None).is_some());
+        // The cross checks run either way.
+        let mut doc = state();
+        set(&mut doc, "status", "NOT_A_STATUS".into());
+        assert!(state_problem(&machine, &doc, Some(&[])).is_some());
+    }
+
+    #[test]
+    fn schema_tags_differ_by_schema_and_are_never_the_default() {
+        let (a, b) = (
+            crate::engine::sandbox::schema_tag("state"),
+            crate::engine::sandbox::schema_tag("campaign"),
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+        assert_ne!(crate::engine::sandbox::schema_tag(""), 0);
     }
 }

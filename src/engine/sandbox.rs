@@ -473,6 +473,18 @@ fn name_non_finite(v: &mut serde_yaml::Value) -> bool {
     }
 }
 
+/// The tag a document gets once it was read and found valid against `schema`
+/// (`Dynamic::tag`; moves and copies keep it): a change to such a document needs only
+/// its changed keys checked again.
+pub fn schema_tag(schema: &str) -> i32 {
+    // FNV-1a, folded to a non-zero i32 (0 is every value's default tag).
+    let mut h: u32 = 0x811c_9dc5;
+    for b in schema.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h | 1) as i32
+}
+
 /// Runs the structural schema and its cross checks on `doc` (the checks see only the
 /// fields they read: see [`SchemaChecks::fields`]).
 pub fn schema_issues(
@@ -481,13 +493,25 @@ pub fn schema_issues(
     schema: &str,
     doc: &Dynamic,
 ) -> Result<Vec<String>, String> {
+    schema_issues_in(engine, shared, schema, doc, None)
+}
+
+/// [`schema_issues`] over the top-level fields in `only` (all when `None`); the cross
+/// checks always run.
+pub fn schema_issues_in(
+    engine: &Engine,
+    shared: &SharedTables,
+    schema: &str,
+    doc: &Dynamic,
+    only: Option<&[String]>,
+) -> Result<Vec<String>, String> {
     let built = shared
         .schemas
         .get(schema)
         .ok_or_else(|| format!("unknown schema `{schema}`"))?
         .get(engine)
         .map_err(|e| e.join("; "))?;
-    let mut issues = built.schema.issues(doc);
+    let mut issues = built.schema.issues(doc, only);
     let checks = &built.checks;
     if issues.is_empty() && !checks.checks.is_empty() {
         let mut scope = Scope::new();
@@ -546,7 +570,11 @@ fn read_doc(
                     .unwrap_or_else(|e| vec![e])
             };
             crate::engine::timing::mark("schema check");
-            read_result(path, Ok((doc.into_value(), false)), issues)
+            let mut value = doc.into_value();
+            if !schema.is_empty() && issues.is_empty() {
+                value.set_tag(schema_tag(schema));
+            }
+            read_result(path, Ok((value, false)), issues)
         }
         Err(e) => read_result(path, Err(e), vec![]),
     }

@@ -50,8 +50,9 @@ impl CompiledSchema {
         Ok(Self { table, patterns })
     }
 
-    /// Every structural issue of `doc` (cross-field checks are run by the sandbox).
-    pub fn issues(&self, doc: &Dynamic) -> Vec<String> {
+    /// Every structural issue of `doc` (cross-field checks are run by the sandbox), in
+    /// the top-level fields named in `only` (all when `None`).
+    pub fn issues(&self, doc: &Dynamic, only: Option<&[String]>) -> Vec<String> {
         let mut issues = Vec::new();
         let Some(map) = doc.read_lock::<Map>() else {
             issues.push(format!(
@@ -61,7 +62,16 @@ impl CompiledSchema {
             ));
             return issues;
         };
-        self.check_fields("", &self.table.fields, &map, &mut issues);
+        match only {
+            None => self.check_fields("", &self.table.fields, &map, &mut issues),
+            Some(names) => {
+                let fields: indexmap::IndexMap<String, FieldRule> = names
+                    .iter()
+                    .filter_map(|n| self.table.fields.get(n).map(|r| (n.clone(), r.clone())))
+                    .collect();
+                self.check_fields("", &fields, &map, &mut issues);
+            }
+        }
         issues
     }
 

@@ -425,6 +425,11 @@ mod tests {
         let absent: FieldRule = serde_json::from_str("{}").unwrap();
         assert!(matches!(absent.types, TypeSpec::Any));
         let wrong = serde_yaml::from_str::<FieldRule>("type: 3").unwrap_err();
-        assert!(wrong.to_string().contains("a type name or a list of type names"), "{wrong}");
+        assert!(
+            wrong
+                .to_string()
+                .contains("a type name or a list of type names"),
+            "{wrong}"
+        );
     }
 }
