@@ -389,6 +389,22 @@ fn check_reports_a_set_outside_ownership() {
 }
 
 #[test]
+fn check_reports_an_append_outside_ownership() {
+    let t = Tables::new();
+    t.edit(
+        "agents/background-control.yaml",
+        "owns: [proposal_cycle, current_proposals, next_proposals, next_action]",
+        "owns: [proposal_cycle, current_proposals, next_action]",
+    );
+    assert_finding(
+        &t,
+        "agents/background-control.yaml",
+        "ownership",
+        &["appends `next_proposals`", "does not own `next_proposals`"],
+    );
+}
+
+#[test]
 fn check_reports_unknown_and_blocked_directive_actions() {
     let t = Tables::new();
     let rel = "agents/remote-execution-control.yaml";

@@ -22,7 +22,7 @@ pub enum MachineCommand {
     /// unknown variables), unknown states/agents/phases/actions, non-terminal
     /// states without an agent, phases no state dispatches, states unreachable
     /// from `initial`, states from which no rule path reaches a terminal
-    /// state, shadowed phases and rules, `set` keys the agent does not own,
+    /// state, shadowed phases and rules, `set`/`append` keys the agent does not own,
     /// directives that are unknown, blocked or lack required fields, launches
     /// of unknown workers, and transitions into a terminal state without its
     /// `cleanup` directives. Exit 1 when anything is found.

@@ -467,6 +467,18 @@ impl<'m> Run<'m> {
                 .map_err(|e| format!("set `{}`: {e}", path.join(".")))?;
             sets.push((path, v));
         }
+        let mut appends = Vec::with_capacity(rule.append.len());
+        for (path, t) in &rule.append {
+            let v = self
+                .eval_dynamic(t)
+                .map_err(|e| format!("append `{}`: {e}", path.join(".")))?;
+            let items = v
+                .into_array()
+                .map_err(|t| format!("append `{}`: expected a list, got {t}", path.join(".")))?;
+            if !items.is_empty() {
+                appends.push((path, items));
+            }
+        }
         let base = self
             .scope
             .get_mut("state")
@@ -479,6 +491,10 @@ impl<'m> Run<'m> {
             // A whole new state: diffed against the base key by key.
             for (path, v) in sets {
                 set_path(&mut new_state, path, v);
+            }
+            for (path, items) in appends {
+                append_path(&mut new_state, path, items)
+                    .map_err(|e| format!("append `{}`: {e}", path.join(".")))?;
             }
             return Ok(NewState {
                 patch: patch::diff_values(&base, &new_state, &skip),
@@ -511,6 +527,24 @@ impl<'m> Run<'m> {
                 }
             }
             set_path(&mut new_state, path, v);
+        }
+        // Appended lists grow in place. A top-level list is not kept aside: it changed
+        // (items were added), so its patch entry is the whole new list.
+        for (path, items) in appends {
+            if let Some(top) = path.first()
+                && !touched.contains(top)
+            {
+                touched.push(top.clone());
+                if path.len() > 1
+                    && let Some(old) = new_state
+                        .read_lock::<rhai::Map>()
+                        .and_then(|m| m.get(top.as_str()).cloned())
+                {
+                    before.insert(top.as_str().into(), old);
+                }
+            }
+            append_path(&mut new_state, path, items)
+                .map_err(|e| format!("append `{}`: {e}", path.join(".")))?;
         }
         let patch_value = patch::diff_keys(&before, &new_state, &touched, &skip);
         let unchecked = checked.then(|| {
@@ -610,6 +644,7 @@ impl<'m> Run<'m> {
         } else if rule.preserve_state {
             (json!({}), None, false, None)
         } else if rule.set.is_empty()
+            && rule.append.is_empty()
             && rule.new_state.is_none()
             && rule.consume.is_empty()
             && self.state_stays_in(recommended)
@@ -677,6 +712,40 @@ fn set_path(target: &mut Dynamic, path: &[String], value: Dynamic) {
         .entry(first.as_str().into())
         .or_insert_with(|| rhai::Map::new().into());
     set_path(child, rest, value);
+}
+
+/// Appends `items` to the list at `path` of `target` (a missing or null value is an
+/// empty list; maps on the way are created).
+fn append_path(target: &mut Dynamic, path: &[String], items: rhai::Array) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        if target.is_unit() {
+            *target = rhai::Array::new().into();
+        }
+        if !target.is_array() {
+            return Err(format!(
+                "the state holds {} there, not a list",
+                crate::engine::doc::type_name(target)
+            ));
+        }
+        if let Some(mut list) = target.write_lock::<rhai::Array>() {
+            list.extend(items);
+        }
+        return Ok(());
+    };
+    if target.is_unit() {
+        *target = rhai::Map::new().into();
+    }
+    if !target.is_map() {
+        return Err(format!(
+            "the state holds {} above `{first}`, not an object",
+            crate::engine::doc::type_name(target)
+        ));
+    }
+    let Some(mut map) = target.write_lock::<rhai::Map>() else {
+        return Ok(());
+    };
+    let child = map.entry(first.as_str().into()).or_insert(Dynamic::UNIT);
+    append_path(child, rest, items)
 }
 
 fn file_write(w: &Value) -> Result<FileWrite, String> {

@@ -697,7 +697,8 @@ impl<'a> Checker<'a> {
 
     fn ownership(&mut self, agent: &RawAgent, phase: &str, rule: &FlatRule) {
         let owns = &agent.table.owns;
-        if !agent.table.patches_state && (!rule.set.is_empty() || rule.step.new_state.is_some()) {
+        let changes = !rule.set.is_empty() || !rule.step.append.is_empty();
+        if !agent.table.patches_state && (changes || rule.step.new_state.is_some()) {
             let at = Self::rule_at(agent, phase, rule);
             self.push(
                 &at.file,
@@ -707,11 +708,13 @@ impl<'a> Checker<'a> {
                     "{} changes the state but agent `{}` has `patches_state: false`",
                     at.subject, agent.table.agent
                 ),
-                "drop `set:`/`new_state:` from the rule, or let the agent patch the state".into(),
+                "drop `set:`/`append:`/`new_state:` from the rule, or let the agent patch the state"
+                    .into(),
             );
             return;
         }
-        for key in rule.set.keys() {
+        let appended = rule.step.append.keys().map(|k| (k, "append"));
+        for (key, column) in rule.set.keys().map(|k| (k, "set")).chain(appended) {
             let top = key.split('.').next().unwrap_or(key);
             if owns.iter().any(|o| o == top) {
                 continue;
@@ -724,11 +727,11 @@ impl<'a> Checker<'a> {
                 &anchors,
                 "ownership",
                 format!(
-                    "{} sets `{key}` but agent `{}` does not own `{top}`",
+                    "{} {column}s `{key}` but agent `{}` does not own `{top}`",
                     at.subject, agent.table.agent
                 ),
                 format!(
-                    "add `{top}` to `owns:` of {}, or remove `{key}` from `set:`",
+                    "add `{top}` to `owns:` of {}, or remove `{key}` from `{column}:`",
                     agent.file
                 ),
             );

@@ -41,6 +41,8 @@ pub struct CompiledRule {
     pub new_state: Option<Template>,
     /// `set:` paths and values.
     pub set: Vec<(Vec<String>, Template)>,
+    /// `append:` paths and the lists appended there.
+    pub append: Vec<(Vec<String>, Template)>,
     /// `output:` fields.
     pub output: Vec<(String, Template)>,
     /// `directives:` items.
@@ -907,14 +909,18 @@ fn compile_steps(
             let r = ctx.tpl(&e.recovery, n, &format!("{what}.error.recovery"), errors)?;
             Some((s, r))
         });
-        let set = expand_merge_key(&step.set)
-            .iter()
-            .filter_map(|(k, v)| {
-                let path: Vec<String> = k.split('.').map(str::to_string).collect();
-                ctx.tpl(v, n, &format!("{what}.set.{k}"), errors)
-                    .map(|t| (path, t))
-            })
-            .collect();
+        let paths = |column: &str, entries: &IndexMap<String, Yaml>, errors: &mut Vec<String>| {
+            entries
+                .iter()
+                .filter_map(|(k, v)| {
+                    let path: Vec<String> = k.split('.').map(str::to_string).collect();
+                    ctx.tpl(v, n, &format!("{what}.{column}.{k}"), errors)
+                        .map(|t| (path, t))
+                })
+                .collect::<Vec<_>>()
+        };
+        let set = paths("set", &expand_merge_key(&step.set), errors);
+        let append = paths("append", &expand_merge_key(&step.append), errors);
         let rule = CompiledRule {
             name: name.clone(),
             when,
@@ -937,6 +943,7 @@ fn compile_steps(
                 .as_ref()
                 .and_then(|y| ctx.tpl(y, n, &format!("{what}.new_state"), errors)),
             set,
+            append,
             output: step
                 .output
                 .iter()

@@ -128,6 +128,10 @@ pub struct StepDef {
     /// `set: {dotted.path: value}` — state changes; the patch is their minimal diff.
     #[serde(default)]
     pub set: IndexMap<String, Yaml>,
+    /// `append: {dotted.path: list}` — items appended to a list of the state in place
+    /// (no copy of the list); the patch carries the whole list when items were added.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub append: IndexMap<String, Yaml>,
     /// `output: {field: value}` — extra handoff fields.
     #[serde(default)]
     pub output: IndexMap<String, Yaml>,
