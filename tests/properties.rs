@@ -105,7 +105,11 @@ proptest! {
             }
         }
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let mut files: BTreeMap<String, String> = TableSource::embedded().files().clone();
+        let mut files: BTreeMap<String, String> = TableSource::embedded()
+            .files()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
         files.insert("states.yaml".into(), text.clone());
         let _ = Machine::from_source(TableSource::from_files(None, files.clone()));
         files.insert("agents/background-control.yaml".into(), text);

@@ -3,11 +3,21 @@
 
 use crate::engine::phase::FileWrite;
 use crate::exec::marked_block;
-use crate::workspace::fsio::{self, write_atomic};
+use crate::workspace::fsio;
 use std::path::{Path, PathBuf};
 
-/// Performs the writes in order; the first failure stops and names the file.
+/// Performs the writes in order; the first failure stops and names the file. Each
+/// directory written into is synced once, after the last file (not after each).
 pub fn apply_writes(writes: &[FileWrite]) -> Result<(), String> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let result = write_each(writes, &mut dirs);
+    for d in &dirs {
+        fsio::sync_dir(d);
+    }
+    result
+}
+
+fn write_each(writes: &[FileWrite], dirs: &mut Vec<PathBuf>) -> Result<(), String> {
     for w in writes {
         let path = Path::new(w.path());
         let text = match w {
@@ -33,8 +43,11 @@ pub fn apply_writes(writes: &[FileWrite]) -> Result<(), String> {
                 new
             }
         };
-        write_atomic(path, text.as_bytes())
+        let dir = fsio::write_atomic_unsynced(path, text.as_bytes())
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
     }
     Ok(())
 }

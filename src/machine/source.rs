@@ -3,6 +3,7 @@
 //! `METAOPT_MACHINE`) so that an edited table takes effect without a build.
 
 use include_dir::{Dir, include_dir};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -15,22 +16,23 @@ static EMBEDDED_JSON: Dir<'static> = include_dir!("$OUT_DIR/machine-json");
 pub struct TableSource {
     /// Directory the tables were read from (`None` = embedded).
     pub root: Option<PathBuf>,
-    files: BTreeMap<String, String>,
+    files: BTreeMap<String, Cow<'static, str>>,
     /// JSON renderings of YAML tables (embedded tables only), by YAML path.
-    json: BTreeMap<String, String>,
+    json: BTreeMap<String, &'static str>,
 }
+
+/// Table texts by path relative to the machine root (embedded ones are borrowed from
+/// the binary, not copied).
+pub type TableFiles = BTreeMap<String, Cow<'static, str>>;
 
 impl TableSource {
     /// The tables embedded in the binary.
     pub fn embedded() -> Self {
         let mut files = BTreeMap::new();
-        fn walk(dir: &Dir<'static>, files: &mut BTreeMap<String, String>) {
+        fn walk(dir: &Dir<'static>, files: &mut BTreeMap<String, &'static str>) {
             for f in dir.files() {
                 if let Some(text) = f.contents_utf8() {
-                    files.insert(
-                        f.path().to_string_lossy().replace('\\', "/"),
-                        text.to_string(),
-                    );
+                    files.insert(f.path().to_string_lossy().replace('\\', "/"), text);
                 }
             }
             for d in dir.dirs() {
@@ -38,6 +40,10 @@ impl TableSource {
             }
         }
         walk(&EMBEDDED, &mut files);
+        let files: TableFiles = files
+            .into_iter()
+            .map(|(k, v)| (k, Cow::Borrowed(v)))
+            .collect();
         let mut converted = BTreeMap::new();
         walk(&EMBEDDED_JSON, &mut converted);
         let json = converted
@@ -88,15 +94,19 @@ impl TableSource {
             Ok(())
         }
         walk(dir, dir, &mut files)?;
-        Ok(Self {
-            root: Some(dir.to_path_buf()),
-            files,
-            json: BTreeMap::new(),
-        })
+        Ok(Self::from_files(Some(dir.to_path_buf()), files))
     }
 
     /// Tables from an in-memory file map (tests, mutation testing).
     pub fn from_files(root: Option<PathBuf>, files: BTreeMap<String, String>) -> Self {
+        Self::from_table_files(
+            root,
+            files.into_iter().map(|(k, v)| (k, Cow::Owned(v))).collect(),
+        )
+    }
+
+    /// Tables from an in-memory map of table texts.
+    pub fn from_table_files(root: Option<PathBuf>, files: TableFiles) -> Self {
         Self {
             root,
             files,
@@ -106,12 +116,12 @@ impl TableSource {
 
     /// The JSON rendering of a YAML table, when one was made at build time.
     pub fn json(&self, rel: &str) -> Option<&str> {
-        self.json.get(rel).map(String::as_str)
+        self.json.get(rel).copied()
     }
 
     /// Text of a table file.
     pub fn get(&self, rel: &str) -> Option<&str> {
-        self.files.get(rel).map(String::as_str)
+        self.files.get(rel).map(|t| t.as_ref())
     }
 
     /// Files under `prefix` ending in `suffix`, sorted.
@@ -124,7 +134,7 @@ impl TableSource {
     }
 
     /// All files, sorted by path.
-    pub fn files(&self) -> &BTreeMap<String, String> {
+    pub fn files(&self) -> &TableFiles {
         &self.files
     }
 

@@ -124,7 +124,11 @@ pub fn mutants(source: &TableSource, original: &Machine) -> Vec<Result<Mutant, (
             if text.ends_with('\n') {
                 new_text.push('\n');
             }
-            let mut all = source.files().clone();
+            let mut all: BTreeMap<String, String> = source
+                .files()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect();
             all.insert(file.clone(), new_text);
             let at = format!("{file}:{}", i + 1);
             let machine = match Machine::from_source(TableSource::from_files(

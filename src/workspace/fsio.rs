@@ -51,6 +51,15 @@ pub fn read_text_capped(path: &Path) -> Result<String, ReadFailure> {
 
 /// Writes `contents` to `path` atomically, creating parent directories.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let parent = write_atomic_unsynced(path, contents)?;
+    sync_dir(&parent);
+    Ok(())
+}
+
+/// [`write_atomic`] without the directory sync: the file is complete on disk, its
+/// rename durable once [`sync_dir`] runs on the directory returned (writers of several
+/// files sync each directory once, at the end).
+pub fn write_atomic_unsynced(path: &Path, contents: &[u8]) -> std::io::Result<PathBuf> {
     crate::workspace::failpoint::hit(path)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -66,10 +75,14 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     tmp.write_all(contents)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(dir) = fs::File::open(&parent) {
-        let _ = dir.sync_all();
+    Ok(parent)
+}
+
+/// Makes the renames into `dir` durable (best effort: not every platform can).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
     }
-    Ok(())
 }
 
 /// Lexically normalises `path` (drops `.`, resolves `..` where possible) without touching the disk.
