@@ -153,6 +153,24 @@ fn projected_fields(sources: &[&str]) -> Option<Vec<String>> {
     Some(fields)
 }
 
+mod package {
+    use rhai::def_package;
+    use rhai::packages::{
+        BasicArrayPackage, BasicMapPackage, BasicMathPackage, CorePackage, LogicPackage,
+        MoreStringPackage,
+    };
+
+    def_package! {
+        /// rhai's standard package without blobs and bit fields (JSON documents hold
+        /// neither): fewer functions to register on every start.
+        pub SandboxPackage(lib):
+            CorePackage, LogicPackage, BasicMathPackage, BasicArrayPackage, BasicMapPackage,
+            MoreStringPackage
+        {}
+    }
+}
+use package::SandboxPackage;
+
 /// The configured rhai engine plus the script library of `machine/lib/`.
 pub struct Sandbox {
     /// The sandboxed engine.
@@ -171,8 +189,7 @@ impl Sandbox {
         let shared = Rc::new(RefCell::new(SharedTables::default()));
         let budget = Rc::new(std::cell::Cell::new(limits::MAX_OPERATIONS));
         // rhai's standard library, built once and shared by both engines.
-        let std_lib =
-            rhai::packages::Package::as_shared_module(&rhai::packages::StandardPackage::new());
+        let std_lib = rhai::packages::Package::as_shared_module(&SandboxPackage::new());
         // No data-size limits: with any of them on, rhai re-measures the whole root
         // value after every method call on it (a guard reading `pool.len()` would walk
         // a 10,000-proposal pool). Growth is bounded by the operation budget and the
