@@ -188,7 +188,7 @@ impl Sandbox {
     pub fn new() -> Self {
         let shared = Rc::new(RefCell::new(SharedTables::default()));
         let budget = Rc::new(std::cell::Cell::new(limits::MAX_OPERATIONS));
-        // rhai's standard library, built once and shared by both engines.
+        // The standard library the scripts see (see `SandboxPackage`).
         let std_lib = rhai::packages::Package::as_shared_module(&SandboxPackage::new());
         // No data-size limits: with any of them on, rhai re-measures the whole root
         // value after every method call on it (a guard reading `pool.len()` would walk
