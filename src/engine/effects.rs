@@ -20,8 +20,9 @@ pub fn apply_writes(writes: &[FileWrite]) -> Result<(), String> {
 fn write_each(writes: &[FileWrite], dirs: &mut Vec<PathBuf>) -> Result<(), String> {
     for w in writes {
         let path = Path::new(w.path());
-        let text = match w {
-            FileWrite::Text { text, .. } => text.clone(),
+        let upserted;
+        let text: &str = match w {
+            FileWrite::Text { text, .. } => text,
             FileWrite::Block {
                 begin, end, body, ..
             } => {
@@ -40,7 +41,8 @@ fn write_each(writes: &[FileWrite], dirs: &mut Vec<PathBuf>) -> Result<(), Strin
                 if existing.as_deref() == Some(new.as_str()) {
                     continue;
                 }
-                new
+                upserted = new;
+                &upserted
             }
         };
         let dir = fsio::write_atomic_unsynced(path, text.as_bytes())

@@ -617,7 +617,7 @@ impl<'m> Run<'m> {
         let mut writes = Vec::new();
         for t in &rule.writes {
             for w in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
-                writes.push(file_write(&w)?);
+                writes.push(file_write(w)?);
             }
         }
         let mut consumes = Vec::new();
@@ -748,16 +748,18 @@ fn append_path(target: &mut Dynamic, path: &[String], items: rhai::Array) -> Res
     append_path(child, rest, items)
 }
 
-fn file_write(w: &Value) -> Result<FileWrite, String> {
+/// The write a `writes:` item describes; its text is moved, not copied (task files can
+/// hold a whole pool).
+fn file_write(mut w: Value) -> Result<FileWrite, String> {
     let path = w
         .get("path")
         .and_then(Value::as_str)
         .ok_or("write needs a string `path`")?
         .to_string();
-    if let Some(text) = w.get("text") {
+    if let Some(text) = w.get_mut("text").map(Value::take) {
         let text = match text {
-            Value::String(s) => s.clone(),
-            other => serde_json::to_string_pretty(other).map_err(|e| e.to_string())? + "\n",
+            Value::String(s) => s,
+            other => serde_json::to_string_pretty(&other).map_err(|e| e.to_string())? + "\n",
         };
         return Ok(FileWrite::Text { path, text });
     }

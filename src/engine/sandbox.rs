@@ -752,6 +752,17 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
         }
         set
     });
+    // True when a map item holds `value` at `field` (reads the list in place).
+    engine.register_fn(
+        "has_item",
+        |items: &mut Array, field: &str, value: Dynamic| -> bool {
+            items.iter().any(|item| {
+                item.read_lock::<Map>()
+                    .and_then(|m| m.get(field).map(|v| crate::engine::doc::same(v, &value)))
+                    .unwrap_or(false)
+            })
+        },
+    );
     // The items whose string `item[field]` is not a key of `seen`, each value once (the
     // first wins); items without a string `field` are kept. Reads the list in place.
     engine.register_fn(
@@ -906,6 +917,16 @@ mod primitive_tests {
             v,
             serde_json::json!([{"id": "a"}, {"id": "b", "n": 1}, {"x": 1}, 5])
         );
+    }
+
+    #[test]
+    fn has_item_finds_a_map_item_by_field_value() {
+        let v = eval(
+            r#"let items = [5, #{ id: "a" }, #{ id: 2 }];
+               [items.has_item("id", "a"), items.has_item("id", 2), items.has_item("id", "b"),
+                items.has_item("id", 2.0), items.has_item("other", "a")]"#,
+        );
+        assert_eq!(v, serde_json::json!([true, true, false, false, false]));
     }
 
     #[test]

@@ -179,8 +179,9 @@ impl TextTemplate {
                     if v.is_unit() {
                         continue;
                     }
-                    if v.is_string() {
-                        out.push_str(&v.to_string());
+                    if let Some(text) = v.read_lock::<rhai::ImmutableString>() {
+                        // Appended in place: a hole can hold a whole pool as JSON.
+                        out.push_str(text.as_str());
                     } else {
                         out.push_str(&to_json(&v).to_string());
                     }
