@@ -108,7 +108,7 @@ impl SchemaChecks {
         self.fields
             .get_or_init(|| {
                 let sources: Vec<&str> = self.sources.iter().map(String::as_str).collect();
-                projected_fields(&sources)
+                projected_fields(&sources, "value")
             })
             .as_deref()
     }
@@ -122,17 +122,17 @@ impl SchemaChecks {
     }
 }
 
-/// The fields read as `value.<field>` in `sources`, or `None` when `value` is used any
+/// The fields read as `<name>.<field>` in `sources`, or `None` when `name` is used any
 /// other way (passed whole, indexed, a method called on it, or the word appears in
 /// text): then nothing is omitted.
-fn projected_fields(sources: &[&str]) -> Option<Vec<String>> {
+pub fn projected_fields(sources: &[&str], name: &str) -> Option<Vec<String>> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut fields: Vec<String> = Vec::new();
     for src in sources {
         let mut from = 0;
-        while let Some(at) = src[from..].find("value") {
+        while let Some(at) = src[from..].find(name) {
             let start = from + at;
-            let end = start + "value".len();
+            let end = start + name.len();
             from = end;
             let before = src[..start].chars().next_back();
             let after = src[end..].chars().next();
@@ -851,10 +851,13 @@ mod projection_tests {
 
     #[test]
     fn checks_reading_fields_see_only_those_fields() {
-        let f = projected_fields(&[
-            "status_of(value.machine_state) == ()",
-            "`${value.status} x`",
-        ]);
+        let f = projected_fields(
+            &[
+                "status_of(value.machine_state) == ()",
+                "`${value.status} x`",
+            ],
+            "value",
+        );
         assert_eq!(f, Some(vec!["machine_state".into(), "status".into()]));
     }
 
@@ -867,9 +870,16 @@ mod projection_tests {
             "value . a",
             "a bad value",
         ] {
-            assert_eq!(projected_fields(&[src]), None, "{src}");
+            assert_eq!(projected_fields(&[src], "value"), None, "{src}");
         }
-        assert_eq!(projected_fields(&["values.x + value_x"]), Some(vec![]));
+        assert_eq!(
+            projected_fields(&["values.x + value_x"], "value"),
+            Some(vec![])
+        );
+        assert_eq!(
+            projected_fields(&["state.a && f(args, state.b)"], "state"),
+            Some(vec!["a".into(), "b".into()])
+        );
     }
 }
 

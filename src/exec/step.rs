@@ -303,11 +303,22 @@ pub fn dispatch(
         &project_args(machine, &StepOptions::default()),
         &crate::now(),
     );
-    crate::engine::sandbox::push_binding(
-        &mut scope,
-        "state",
-        value(state).cloned().unwrap_or(Dynamic::UNIT),
-    );
+    // The guards see the state fields they read (as `state.<field>`), not a copy of the
+    // whole state, when that is all they do with it.
+    let sources: Vec<&str> = def
+        .phases
+        .iter()
+        .filter_map(|c| c.when.as_deref())
+        .collect();
+    let seen = match (
+        value(state),
+        crate::engine::sandbox::projected_fields(&sources, "state"),
+    ) {
+        (Some(s), Some(fields)) => doc::project(s, fields.iter().map(String::as_str)),
+        (Some(s), None) => s.clone(),
+        (None, _) => Dynamic::UNIT,
+    };
+    crate::engine::sandbox::push_binding(&mut scope, "state", seen);
     for (guard, phase) in guards {
         let holds = match guard {
             None => true,
