@@ -104,8 +104,9 @@ pub struct PhaseOutcome {
     /// Guards evaluated, in order.
     pub guards: Vec<GuardSeen>,
     /// The top-level keys of `new_state` that need checking against the state schema
-    /// (`None`: all of them). Only the keys a `set` touched, when the state it changed
-    /// was read checked: the others are as they were read.
+    /// (`None`: all of them): when the rule changed a state read valid only through
+    /// `set`/`append` (or `consume`), the keys those touched and the two the runner
+    /// places; the others are as they were read.
     pub unchecked: Option<Vec<String>>,
 }
 
@@ -120,6 +121,11 @@ pub fn lookup<'m>(
     agent: &str,
     mode: Option<&str>,
 ) -> Result<(&'m CompiledAgent, &'m CompiledPhase), PhaseLookupError> {
+    if let Some(problem) = machine.agent_problem(agent) {
+        return Err(PhaseLookupError(format!(
+            "control agent `{agent}` cannot be loaded: {problem}"
+        )));
+    }
     let a = machine.agent(agent).ok_or_else(|| {
         PhaseLookupError(format!(
             "unknown control agent `{agent}`{}; known: {}",
@@ -284,10 +290,20 @@ fn state_problem(machine: &Machine, state: &Dynamic, only: Option<&[String]>) ->
         only,
     );
     match issues {
-        Ok(issues) if issues.is_empty() => None,
+        Ok(issues) if issues.is_empty() => unchecked_change(machine, state, only),
         Ok(issues) => Some(issues.join("; ")),
         Err(e) => Some(e),
     }
+}
+
+/// In debug builds (the tests), the whole state is checked too when only some keys were:
+/// a table that changed the `state` binding outside `set`/`append` fails its phase.
+fn unchecked_change(machine: &Machine, state: &Dynamic, only: Option<&[String]>) -> Option<String> {
+    if !cfg!(debug_assertions) || only.is_none() {
+        return None;
+    }
+    state_problem(machine, state, None)
+        .map(|p| format!("the `state` binding was changed outside `set`/`append`/`new_state`: {p}"))
 }
 
 impl<'m> Run<'m> {
@@ -493,8 +509,7 @@ impl<'m> Run<'m> {
                 set_path(&mut new_state, path, v);
             }
             for (path, items) in appends {
-                append_path(&mut new_state, path, items)
-                    .map_err(|e| format!("append `{}`: {e}", path.join(".")))?;
+                append_at(&mut new_state, path, items)?;
             }
             return Ok(NewState {
                 patch: patch::diff_values(&base, &new_state, &skip),
@@ -543,8 +558,7 @@ impl<'m> Run<'m> {
                     before.insert(top.as_str().into(), old);
                 }
             }
-            append_path(&mut new_state, path, items)
-                .map_err(|e| format!("append `{}`: {e}", path.join(".")))?;
+            append_at(&mut new_state, path, items)?;
         }
         let patch_value = patch::diff_keys(&before, &new_state, &touched, &skip);
         let unchecked = checked.then(|| {
@@ -714,6 +728,11 @@ fn set_path(target: &mut Dynamic, path: &[String], value: Dynamic) {
     set_path(child, rest, value);
 }
 
+/// [`append_path`], its error naming the `append:` entry.
+fn append_at(target: &mut Dynamic, path: &[String], items: rhai::Array) -> Result<(), String> {
+    append_path(target, path, items).map_err(|e| format!("append `{}`: {e}", path.join(".")))
+}
+
 /// Appends `items` to the list at `path` of `target` (a missing or null value is an
 /// empty list; maps on the way are created).
 fn append_path(target: &mut Dynamic, path: &[String], items: rhai::Array) -> Result<(), String> {
@@ -841,10 +860,23 @@ mod recheck_tests {
         let machine = Machine::load(None).expect("embedded tables load");
         let mut doc = state();
         assert_eq!(state_problem(&machine, &doc, None), None);
-        // A broken key outside `only` is not looked at; inside, it is reported.
+        // A broken key outside `only` is not looked at by the schema check (debug builds
+        // then check the whole state and name the change); inside, it is reported.
         set(&mut doc, "current_iteration", "three".into());
         let only = vec!["next_action".to_string()];
-        assert_eq!(state_problem(&machine, &doc, Some(&only)), None);
+        let partial = crate::engine::sandbox::schema_issues_in(
+            &machine.sandbox.engine,
+            &machine.sandbox.shared.borrow(),
+            STATE_SCHEMA,
+            &doc,
+            Some(&only),
+        );
+        assert_eq!(partial, Ok(vec![]));
+        let debug_check = state_problem(&machine, &doc, Some(&only));
+        assert_eq!(
+            debug_check.is_some_and(|p| p.contains("changed outside `set`/`append`")),
+            cfg!(debug_assertions)
+        );
         let only = vec!["current_iteration".to_string()];
         let problem = state_problem(&machine, &doc, Some(&only)).expect("reported");
         assert!(problem.contains("current_iteration"), "{problem}");

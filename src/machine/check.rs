@@ -713,7 +713,8 @@ impl<'a> Checker<'a> {
             );
             return;
         }
-        let appended = rule.step.append.keys().map(|k| (k, "append"));
+        let append = crate::machine::expand_merge_key(&rule.step.append);
+        let appended = append.keys().map(|k| (k, "append"));
         for (key, column) in rule.set.keys().map(|k| (k, "set")).chain(appended) {
             let top = key.split('.').next().unwrap_or(key);
             if owns.iter().any(|o| o == top) {

@@ -154,8 +154,8 @@ struct AgentSlot {
     file: String,
     /// `short_name:` (the agent can be asked for by it).
     short_name: String,
-    /// The agent; `None` when its table does not parse.
-    compiled: std::cell::OnceCell<Option<CompiledAgent>>,
+    /// The agent, or the errors parsing its table gave.
+    compiled: std::cell::OnceCell<Result<CompiledAgent, Vec<String>>>,
 }
 
 impl AgentSlot {
@@ -167,7 +167,7 @@ impl AgentSlot {
             compiled: std::cell::OnceCell::new(),
         };
         let name = table.agent.clone();
-        let _ = slot.compiled.set(Some(compile_agent(file, table)));
+        let _ = slot.compiled.set(Ok(compile_agent(file, table)));
         (name, slot)
     }
 
@@ -176,14 +176,22 @@ impl AgentSlot {
         (name, self)
     }
 
-    /// The agent, parsed on first use.
-    fn agent(&self, machine: &Machine) -> Option<&CompiledAgent> {
+    /// The agent, parsed on first use, or the errors its table gave.
+    fn compiled(&self, machine: &Machine) -> Result<&CompiledAgent, &[String]> {
         self.compiled
             .get_or_init(|| {
-                parse::<AgentTable>(&machine.source, &self.file, &mut Vec::new())
+                let mut errors = Vec::new();
+                parse::<AgentTable>(&machine.source, &self.file, &mut errors)
                     .map(|table| compile_agent(&self.file, table))
+                    .ok_or(errors)
             })
             .as_ref()
+            .map_err(Vec::as_slice)
+    }
+
+    /// The agent, parsed on first use; `None` when its table does not parse.
+    fn agent(&self, machine: &Machine) -> Option<&CompiledAgent> {
+        self.compiled(machine).ok()
     }
 }
 
@@ -327,8 +335,8 @@ impl Machine {
     ///
     /// Tables from a directory are user-edited: every phase compiles now and every
     /// error is reported at load time. The embedded tables are the ones `cargo test`
-    /// and `metaopt machine check` verified, so their phases compile on first use:
-    /// a step pays only for the phases it runs.
+    /// and `metaopt machine check` verified, so their agents, schemas and phases are
+    /// parsed and compiled on first use: a step pays only for what it runs.
     pub fn load(dir: Option<&std::path::Path>) -> Result<Self, LoadErrors> {
         match dir {
             Some(d) => {
@@ -343,7 +351,10 @@ impl Machine {
         Self::from_source_with(source, true)
     }
 
-    /// Parses `source`; compiles every phase now when `eager`, else on first use.
+    /// Parses `source`. When `eager` (user tables) every agent, schema, phase, guard and
+    /// directive template is parsed and compiled now and cross-table references are
+    /// checked, so every error shows at load; otherwise (the embedded tables, checked by
+    /// the tests) each is parsed or compiled when first used.
     pub fn from_source_with(source: TableSource, eager: bool) -> Result<Self, LoadErrors> {
         let mut errors = Vec::new();
         let states: Option<StatesTable> = parse(&source, "states.yaml", &mut errors);
@@ -566,6 +577,16 @@ impl Machine {
             .get(name)
             .or_else(|| self.agents.values().find(|a| a.short_name == name))?
             .agent(self)
+    }
+
+    /// Why the agent named `name` (or by its `short_name`) cannot be used: the errors its
+    /// table gave when it was parsed on first use; `None` when it loads or is unknown.
+    pub fn agent_problem(&self, name: &str) -> Option<String> {
+        let slot = self
+            .agents
+            .get(name)
+            .or_else(|| self.agents.values().find(|a| a.short_name == name))?;
+        slot.compiled(self).err().map(|e| e.join("; "))
     }
 
     /// Every agent, in file order (each parsed now if it was not yet).
@@ -981,5 +1002,43 @@ fn compile_steps(
             lets,
         };
         out.push(CompiledStep::Rule(Box::new(rule)));
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use super::*;
+
+    /// The embedded tables with `agents/orchestrator.yaml` replaced by `text`, loaded the
+    /// lazy way (as the embedded tables are).
+    fn lazily_with_orchestrator(text: &str) -> Machine {
+        let mut files: std::collections::BTreeMap<String, String> = TableSource::embedded()
+            .files()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        files.insert("agents/orchestrator.yaml".into(), text.into());
+        Machine::from_source_with(TableSource::from_files(None, files), false)
+            .expect("the other tables load")
+    }
+
+    #[test]
+    fn an_agent_table_parsed_on_first_use_reports_its_errors_when_asked_for() {
+        let original = TableSource::embedded()
+            .get("agents/orchestrator.yaml")
+            .expect("embedded")
+            .to_string();
+        let broken = original.replace("phases:", "phases:\n  gate: [not, a, phase]\n  x:");
+        let m = lazily_with_orchestrator(&broken);
+        let name = "metaopt-orchestrator";
+        let problem = m.agent_problem(name).expect("a parse error");
+        assert!(problem.contains("agents/orchestrator.yaml"), "{problem}");
+        assert!(m.agent(name).is_none());
+        let err = crate::engine::phase::lookup(&m, name, Some("gate")).unwrap_err();
+        assert!(err.0.contains("cannot be loaded"), "{}", err.0);
+        // Intact, it loads on first use.
+        let m = lazily_with_orchestrator(&original);
+        assert!(m.agent_problem(name).is_none());
+        assert!(m.agent(name).is_some_and(|a| a.phases.contains_key("gate")));
     }
 }
