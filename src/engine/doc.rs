@@ -14,6 +14,39 @@ pub fn parse_json(text: &str) -> Result<Dynamic, serde_json::Error> {
     serde_json::from_str::<Dynamic>(text)
 }
 
+/// The top-level `fields` of a JSON object text, the rest of it checked for syntax but
+/// never built (nor held to the nesting limit): a peek at one field of a large state
+/// costs a scan, not a parse. A text that is not an object is parsed whole.
+pub fn parse_json_fields(text: &str, fields: &[&str]) -> Result<Dynamic, serde_json::Error> {
+    use serde::Deserializer as _;
+    use serde::de::{IgnoredAny, MapAccess, Visitor};
+    if !text.trim_start().starts_with('{') {
+        return parse_json(text);
+    }
+    struct Fields<'f>(&'f [&'f str]);
+    impl<'de> Visitor<'de> for Fields<'_> {
+        type Value = Map;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Map, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = entries.next_key::<String>()? {
+                if self.0.contains(&key.as_str()) {
+                    out.insert(key.into(), entries.next_value::<Dynamic>()?);
+                } else {
+                    entries.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let map = (&mut de).deserialize_map(Fields(fields))?;
+    de.end()?;
+    Ok(map.into())
+}
+
 /// Pretty-printed JSON of `value` with a final newline (`to_pretty` for script values).
 pub fn to_pretty(value: &Dynamic) -> Result<String, String> {
     let mut s = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
@@ -197,6 +230,30 @@ pub fn to_json(value: &Dynamic) -> Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_json_fields_builds_only_the_fields_asked_for_and_checks_the_rest() {
+        let text =
+            r#"{"a": {"x": [1, 2.5, "s"]}, "big": [{"k": 1}, {"k": 2}], "c": null, "a2": 3}"#;
+        let v = parse_json_fields(text, &["a", "c", "missing"]).expect("parses");
+        assert_eq!(
+            to_json(&v),
+            serde_json::json!({"a": {"x": [1, 2.5, "s"]}, "c": null})
+        );
+        // Broken syntax or trailing text in a skipped field is still an error.
+        assert!(parse_json_fields(r#"{"a": 1, "big": [1, }"#, &["a"]).is_err());
+        assert!(parse_json_fields(r#"{"a": 1} x"#, &["a"]).is_err());
+        // Nesting is limited in the fields built; a skipped field is only scanned.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let text = format!("{{\"a\": 1, \"b\": {deep}}}");
+        assert!(parse_json_fields(&text, &["a"]).is_ok());
+        assert!(parse_json_fields(&text, &["b"]).is_err());
+        // A document that is not an object is given whole.
+        assert_eq!(
+            to_json(&parse_json_fields(" [1, 2]", &["a"]).unwrap()),
+            serde_json::json!([1, 2])
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -128,6 +128,24 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
     Ok(Some(doc))
 }
 
+/// The listed top-level fields of the JSON document at `path` (a document that is not a
+/// map: whole). While documents are kept (a step) the whole document is parsed and kept,
+/// for the phases that read it next; otherwise only the fields are built.
+/// `Ok(None)`: an empty file; errors as [`load`] gives them.
+pub fn load_fields(path: &str, fields: &[&str]) -> Result<Option<Dynamic>, (bool, String)> {
+    if KEEP.with(std::cell::Cell::get) {
+        return Ok(load(path, false)?
+            .map(|doc| crate::engine::doc::project(&doc.value, fields.iter().copied())));
+    }
+    let text = crate::engine::sandbox::read_file(path)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::engine::doc::parse_json_fields(&text, fields)
+        .map(Some)
+        .map_err(|e| crate::engine::sandbox::json_error(&text, &e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

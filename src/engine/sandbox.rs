@@ -412,7 +412,12 @@ pub fn parse_text_dynamic(text: &str, yaml: bool) -> Result<Option<Dynamic>, (bo
     }
     crate::engine::doc::parse_json(text)
         .map(Some)
-        .map_err(|e| (true, format!("invalid json: {e}{}", near(text, &e))))
+        .map_err(|e| json_error(text, &e))
+}
+
+/// A JSON parse error of `text` as the read primitives report it.
+pub fn json_error(text: &str, e: &serde_json::Error) -> (bool, String) {
+    (true, format!("invalid json: {e}{}", near(text, e)))
 }
 
 /// Parses `text` as JSON or YAML into JSON; `Ok(None)` when empty.
@@ -552,19 +557,17 @@ pub fn schema_issues_in(
 /// listed top-level fields (a document that is not a map is given whole). A peek at a
 /// large kept document copies only what it reads.
 fn read_fields(path: &str, fields: &Array) -> Map {
-    match crate::engine::doc_cache::load(path, false) {
+    let names: Vec<String> = fields
+        .iter()
+        .filter_map(|f| {
+            f.read_lock::<rhai::ImmutableString>()
+                .map(|s| s.to_string())
+        })
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    match crate::engine::doc_cache::load_fields(path, &names) {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
-        Ok(Some(doc)) => {
-            let names: Vec<String> = fields
-                .iter()
-                .filter_map(|f| {
-                    f.read_lock::<rhai::ImmutableString>()
-                        .map(|s| s.to_string())
-                })
-                .collect();
-            let value = crate::engine::doc::project(&doc.value, names.iter().map(String::as_str));
-            read_result(path, Ok((value, false)), vec![])
-        }
+        Ok(Some(value)) => read_result(path, Ok((value, false)), vec![]),
         Err(e) => read_result(path, Err(e), vec![]),
     }
 }
