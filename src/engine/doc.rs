@@ -109,6 +109,15 @@ pub fn project<'f>(value: &Dynamic, fields: impl IntoIterator<Item = &'f str>) -
     }
 }
 
+/// What a script reading only `fields` of `value` needs to see: those top-level fields
+/// ([`project`]), or all of `value` when `fields` is `None` (it uses `value` otherwise).
+pub fn view(value: &Dynamic, fields: Option<&[String]>) -> Dynamic {
+    match fields {
+        Some(fields) => project(value, fields.iter().map(String::as_str)),
+        None => value.clone(),
+    }
+}
+
 /// The text `value` holds, when it is a string.
 pub fn with_str<R>(value: &Dynamic, f: impl FnOnce(&str) -> R) -> Option<R> {
     value.read_lock::<ImmutableString>().map(|s| f(s.as_str()))

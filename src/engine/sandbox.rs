@@ -115,10 +115,7 @@ impl SchemaChecks {
 
     /// The document the checks see: `doc` itself, or only the fields they read.
     fn view(&self, doc: &Dynamic) -> Dynamic {
-        match self.fields() {
-            Some(fields) => crate::engine::doc::project(doc, fields.iter().map(String::as_str)),
-            None => doc.clone(),
-        }
+        crate::engine::doc::view(doc, self.fields())
     }
 }
 

@@ -62,16 +62,9 @@ impl CompiledSchema {
             ));
             return issues;
         };
-        match only {
-            None => self.check_fields("", &self.table.fields, &map, &mut issues),
-            Some(names) => {
-                let fields: indexmap::IndexMap<String, FieldRule> = names
-                    .iter()
-                    .filter_map(|n| self.table.fields.get(n).map(|r| (n.clone(), r.clone())))
-                    .collect();
-                self.check_fields("", &fields, &map, &mut issues);
-            }
-        }
+        let wanted = |name: &String| only.is_none_or(|names| names.contains(name));
+        let fields = self.table.fields.iter().filter(|(name, _)| wanted(name));
+        self.check_fields("", fields, &map, &mut issues);
         issues
     }
 
@@ -83,10 +76,10 @@ impl CompiledSchema {
         }
     }
 
-    fn check_fields(
+    fn check_fields<'r>(
         &self,
         prefix: &str,
-        fields: &indexmap::IndexMap<String, FieldRule>,
+        fields: impl IntoIterator<Item = (&'r String, &'r FieldRule)>,
         map: &Map,
         issues: &mut Vec<String>,
     ) {

@@ -310,14 +310,8 @@ pub fn dispatch(
         .iter()
         .filter_map(|c| c.when.as_deref())
         .collect();
-    let seen = match (
-        value(state),
-        crate::engine::sandbox::projected_fields(&sources, "state"),
-    ) {
-        (Some(s), Some(fields)) => doc::project(s, fields.iter().map(String::as_str)),
-        (Some(s), None) => s.clone(),
-        (None, _) => Dynamic::UNIT,
-    };
+    let fields = crate::engine::sandbox::projected_fields(&sources, "state");
+    let seen = value(state).map_or(Dynamic::UNIT, |s| doc::view(s, fields.as_deref()));
     crate::engine::sandbox::push_binding(&mut scope, "state", seen);
     for (guard, phase) in guards {
         let holds = match guard {

@@ -159,21 +159,17 @@ struct AgentSlot {
 }
 
 impl AgentSlot {
-    /// A slot holding `table`, already parsed, with its agent name.
-    fn parsed(file: &str, table: AgentTable) -> (String, Self) {
-        let slot = Self {
+    /// A slot for the table in `file`; `parsed` when it was parsed already.
+    fn new(file: &str, short_name: String, parsed: Option<AgentTable>) -> Self {
+        let compiled = std::cell::OnceCell::new();
+        if let Some(table) = parsed {
+            let _ = compiled.set(Ok(compile_agent(file, table)));
+        }
+        Self {
             file: file.to_string(),
-            short_name: table.short_name.clone(),
-            compiled: std::cell::OnceCell::new(),
-        };
-        let name = table.agent.clone();
-        let _ = slot.compiled.set(Ok(compile_agent(file, table)));
-        (name, slot)
-    }
-
-    /// The slot with its agent name.
-    fn named(self, name: String) -> (String, Self) {
-        (name, self)
+            short_name,
+            compiled,
+        }
     }
 
     /// The agent, parsed on first use, or the errors its table gave.
@@ -397,11 +393,12 @@ impl Machine {
         // tables of a directory are all built now, so that every error shows at load.
         for file in source.files_in("schemas/", ".yaml") {
             let display = source.display(&file);
-            let text = source.get(&file).unwrap_or_default().to_string();
-            let json = source.json(&file).map(str::to_string);
+            // Embedded texts are borrowed from the binary (no copy).
+            let text = source.files().get(&file).cloned().unwrap_or_default();
+            let json = source.json(&file);
             let library = sandbox.library.clone();
             let schema = LazySchema::new(Box::new(move |engine: &rhai::Engine| {
-                build_schema(engine, &library, &display, &text, json.as_deref())
+                build_schema(engine, &library, &display, &text, json)
             }));
             if eager && let Err(e) = schema.get(&sandbox.engine) {
                 errors.extend(e.iter().cloned());
@@ -438,23 +435,18 @@ impl Machine {
         // parsed whole now, so that every error shows at load.
         let mut agents: IndexMap<String, AgentSlot> = IndexMap::new();
         for file in source.files_in("agents/", ".yaml") {
-            let slot = if eager {
+            let (name, slot) = if eager {
                 let Some(table) = parse::<AgentTable>(&source, &file, &mut errors) else {
                     continue;
                 };
-                AgentSlot::parsed(&file, table)
+                let (name, short) = (table.agent.clone(), table.short_name.clone());
+                (name, AgentSlot::new(&file, short, Some(table)))
             } else {
                 let Some(header) = parse::<AgentHeader>(&source, &file, &mut errors) else {
                     continue;
                 };
-                AgentSlot {
-                    file: file.clone(),
-                    short_name: header.short_name,
-                    compiled: std::cell::OnceCell::new(),
-                }
-                .named(header.agent)
+                (header.agent, AgentSlot::new(&file, header.short_name, None))
             };
-            let (name, slot) = slot;
             if agents.contains_key(&name) {
                 errors.push(format!(
                     "{}: agent `{name}` is defined twice",
@@ -573,20 +565,21 @@ impl Machine {
 
     /// The agent whose `short_name` or name is `name`.
     pub fn agent(&self, name: &str) -> Option<&CompiledAgent> {
-        self.agents
-            .get(name)
-            .or_else(|| self.agents.values().find(|a| a.short_name == name))?
-            .agent(self)
+        self.slot(name)?.agent(self)
     }
 
     /// Why the agent named `name` (or by its `short_name`) cannot be used: the errors its
     /// table gave when it was parsed on first use; `None` when it loads or is unknown.
     pub fn agent_problem(&self, name: &str) -> Option<String> {
-        let slot = self
-            .agents
+        let errors = self.slot(name)?.compiled(self).err()?;
+        Some(errors.join("; "))
+    }
+
+    /// The slot of the agent named `name`, or whose `short_name` is `name`.
+    fn slot(&self, name: &str) -> Option<&AgentSlot> {
+        self.agents
             .get(name)
-            .or_else(|| self.agents.values().find(|a| a.short_name == name))?;
-        slot.compiled(self).err().map(|e| e.join("; "))
+            .or_else(|| self.agents.values().find(|a| a.short_name == name))
     }
 
     /// Every agent, in file order (each parsed now if it was not yet).

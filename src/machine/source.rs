@@ -115,7 +115,7 @@ impl TableSource {
     }
 
     /// The JSON rendering of a YAML table, when one was made at build time.
-    pub fn json(&self, rel: &str) -> Option<&str> {
+    pub fn json(&self, rel: &str) -> Option<&'static str> {
         self.json.get(rel).copied()
     }
 
