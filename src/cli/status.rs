@@ -33,7 +33,7 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         Err(code) => return code,
     };
     let state = match step::read_state(machine) {
-        Ok(Some(s)) => crate::engine::doc::to_json(&s.value),
+        Ok(Some(s)) => crate::engine::doc::to_json(&s.value()),
         Ok(None) => {
             if args.json {
                 crate::say!("{}", json!({"state": null}));

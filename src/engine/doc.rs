@@ -54,11 +54,13 @@ pub fn to_pretty(value: &Dynamic) -> Result<String, String> {
     Ok(s)
 }
 
-/// Writes `state` to `path` atomically as pretty JSON (the state file's format).
-pub fn write_state(path: &str, state: &Dynamic) -> Result<(), String> {
+/// Writes `state` to `path` atomically as pretty JSON (the state file's format); the
+/// text written.
+pub fn write_state(path: &str, state: &Dynamic) -> Result<String, String> {
     let text = to_pretty(state).map_err(|e| format!("{path}: cannot write state: {e}"))?;
     crate::workspace::fsio::write_atomic(std::path::Path::new(path), text.as_bytes())
-        .map_err(|e| format!("{path}: cannot write state: {e}"))
+        .map_err(|e| format!("{path}: cannot write state: {e}"))?;
+    Ok(text)
 }
 
 /// Compact JSON of `value` (how messages quote a value).

@@ -10,38 +10,108 @@
 //! Only processes that run several phases keep documents ([`keep_documents`],
 //! called by the orchestrator step): a single `metaopt agent` phase reads each
 //! file once and would only hold more memory.
+//!
+//! A kept map is *lent* to the phase that reads it, not copied: copying and later
+//! freeing a large state costs 50–100 ms per phase. The phase runner gives the
+//! binding back when the phase ends ([`settle`]); a document whose value was not
+//! given back (it became the phase's new state, or went elsewhere) is parsed again
+//! from its text when next asked for.
 
 use rhai::Dynamic;
-use std::cell::RefCell;
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Entries kept; when full, the smallest is dropped first.
 const ENTRIES: usize = 8;
 
+/// Where a document's value is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Home {
+    /// In the document.
+    Here,
+    /// Lent to a running phase; the address of the lent map identifies it on return.
+    Lent(usize),
+    /// Lent and not given back: parse the text again when asked for.
+    Lost,
+}
+
+/// The text a document was parsed from.
+#[derive(Debug)]
+struct Source {
+    text: String,
+    yaml: bool,
+}
+
 /// A parsed document (as the script value the tables read) and what was derived from it.
 #[derive(Debug)]
 pub struct Doc {
-    /// The document.
-    pub value: Dynamic,
+    value: RefCell<Dynamic>,
+    /// The text it was parsed from (kept documents only: they can be lent).
+    source: Option<Source>,
+    home: Cell<Home>,
     /// Schema name → issues found.
     issues: RefCell<HashMap<String, Vec<String>>>,
 }
 
+/// The address of the map `value` holds (stable while the value moves), if a map.
+fn map_address(value: &Dynamic) -> Option<usize> {
+    value
+        .read_lock::<rhai::Map>()
+        .map(|m| &*m as *const rhai::Map as usize)
+}
+
 impl Doc {
-    /// A document not (yet) derived from.
+    /// A document built in memory (never lent).
     pub fn new(value: Dynamic) -> Self {
+        Self::with_source(value, None)
+    }
+
+    fn with_source(value: Dynamic, source: Option<Source>) -> Self {
         Self {
-            value,
+            value: RefCell::new(value),
+            source,
+            home: Cell::new(Home::Here),
             issues: RefCell::new(HashMap::new()),
         }
     }
 
-    /// The document, without a copy when nobody else holds it.
+    /// The document (parsed again from its text if it was lent and not given back).
+    pub fn value(&self) -> Ref<'_, Dynamic> {
+        if self.home.get() != Home::Here {
+            self.home.set(Home::Here);
+            if let Some(src) = &self.source
+                && let Ok(Some(v)) = crate::engine::sandbox::parse_text_dynamic(&src.text, src.yaml)
+            {
+                *self.value.borrow_mut() = v;
+            }
+        }
+        self.value.borrow()
+    }
+
+    /// The document for a phase to own: lent (moved out, see [`settle`]) when it is a
+    /// kept map, else moved when nobody else holds it, else copied.
     pub fn into_value(self: Rc<Self>) -> Dynamic {
+        if self.source.is_some() && self.home.get() == Home::Here {
+            let taken = std::mem::take(&mut *self.value.borrow_mut());
+            if let Some(address) = map_address(&taken) {
+                self.home.set(Home::Lent(address));
+                LENT.with(|l| l.borrow_mut().push(self.clone()));
+                return taken;
+            }
+            *self.value.borrow_mut() = taken;
+        }
+        self.unwrap_value()
+    }
+
+    /// The document, moved out when nobody else holds it, else copied (never lent).
+    pub fn unwrap_value(self: Rc<Self>) -> Dynamic {
         match Rc::try_unwrap(self) {
-            Ok(doc) => doc.value,
-            Err(shared) => shared.value.clone(),
+            Ok(doc) => {
+                drop(doc.value());
+                doc.value.into_inner()
+            }
+            Err(shared) => shared.value().clone(),
         }
     }
 
@@ -56,30 +126,29 @@ impl Doc {
         if let Some(found) = self.issues.borrow().get(schema) {
             return Ok(found.clone());
         }
-        let found = crate::engine::sandbox::schema_issues(engine, shared, schema, &self.value)?;
+        let found = crate::engine::sandbox::schema_issues(engine, shared, schema, &self.value())?;
         self.issues
             .borrow_mut()
             .insert(schema.to_string(), found.clone());
         Ok(found)
     }
+
+    /// Whether this document's value is lent to a running phase.
+    fn is_lent(&self) -> bool {
+        matches!(self.home.get(), Home::Lent(_))
+    }
 }
 
-/// What a kept document was parsed from.
-#[derive(Debug)]
-struct Key {
-    path: String,
-    yaml: bool,
-    text: String,
-}
-
-/// Kept documents, in the order they were parsed.
-type Entries = RefCell<Vec<(Key, Rc<Doc>)>>;
+/// Kept documents (by path), in the order they were parsed.
+type Entries = RefCell<Vec<(String, Rc<Doc>)>>;
 
 thread_local! {
-    static KEEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static KEEP: Cell<bool> = const { Cell::new(false) };
     // Never dropped: at process exit the kernel frees it faster than a destructor.
     static CACHE: std::mem::ManuallyDrop<Entries> =
         const { std::mem::ManuallyDrop::new(RefCell::new(Vec::new())) };
+    /// Documents lent to the running phase.
+    static LENT: RefCell<Vec<Rc<Doc>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// From now on, parsed documents are kept for the rest of the process.
@@ -87,45 +156,116 @@ pub fn keep_documents() {
     KEEP.with(|k| k.set(true));
 }
 
+fn keeping() -> bool {
+    KEEP.with(Cell::get)
+}
+
+/// Ends a phase: `returned` (the phase's binding of a document it read, if it still
+/// holds it unchanged) goes back to the document it was lent from; every other lent
+/// document is parsed again when next asked for. In debug builds (the tests) a returned
+/// value that no longer matches its text is an error: the tables changed a document
+/// they read in place.
+pub fn settle(returned: Option<Dynamic>) -> Result<(), String> {
+    let lent = LENT.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    let address = returned.as_ref().and_then(map_address);
+    let mut returned = returned;
+    let mut result = Ok(());
+    for doc in lent {
+        match doc.home.get() {
+            Home::Lent(a) if Some(a) == address => {
+                let value = returned.take().unwrap_or_default();
+                if cfg!(debug_assertions) {
+                    result = result.and(unchanged(&doc, &value));
+                }
+                *doc.value.borrow_mut() = value;
+                doc.home.set(Home::Here);
+            }
+            Home::Lent(_) => doc.home.set(Home::Lost),
+            _ => {}
+        }
+    }
+    result
+}
+
+/// `Err` when `value`, given back to `doc`, differs from what its text parses to.
+fn unchanged(doc: &Doc, value: &Dynamic) -> Result<(), String> {
+    let Some(src) = &doc.source else {
+        return Ok(());
+    };
+    match crate::engine::sandbox::parse_text_dynamic(&src.text, src.yaml) {
+        Ok(Some(parsed)) if crate::engine::doc::same(&parsed, value) => Ok(()),
+        _ => Err(
+            "the phase changed a document it read in place (the state changes only \
+                  through set, append and new_state)"
+                .into(),
+        ),
+    }
+}
+
+/// Finds the kept document of `path` parsed from `text`.
+fn kept(path: &str, yaml: bool, text: &str) -> Option<Rc<Doc>> {
+    CACHE.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(p, d)| {
+                p == path
+                    && d.source
+                        .as_ref()
+                        .is_some_and(|s| s.yaml == yaml && s.text == text)
+            })
+            .map(|(_, d)| d.clone())
+    })
+}
+
+/// Keeps `doc` as the document of `path` (replacing the one kept before).
+fn remember(path: &str, doc: &Rc<Doc>) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|(p, _)| p != path);
+        // Full: the smallest document goes (the cheapest to parse again). A gate that
+        // reads a thousand small result files then never pushes the large state out.
+        let size = |d: &Rc<Doc>| d.source.as_ref().map_or(0, |s| s.text.len());
+        if c.len() >= ENTRIES
+            && let Some(smallest) = (0..c.len()).min_by_key(|&i| size(&c[i].1))
+        {
+            c.remove(smallest);
+        }
+        c.push((path.to_string(), doc.clone()));
+    });
+}
+
 /// The document at `path` (`yaml`: parsed as YAML), parsed unless a copy parsed from the
 /// same text is kept. `Ok(None)`: an empty file. Read and parse errors are
 /// `(file exists, message)`, as [`crate::engine::sandbox::parse_file`] gives them.
 pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
     let text = crate::engine::sandbox::read_file(path)?;
-    let kept = CACHE.with(|c| {
-        c.borrow()
-            .iter()
-            .find(|(k, _)| k.yaml == yaml && k.path == path && k.text == text)
-            .map(|(_, d)| d.clone())
-    });
-    if let Some(doc) = kept {
-        return Ok(Some(doc));
-    }
+    let lent = match kept(path, yaml, &text) {
+        // Lent to the running phase already (a second read): a copy of its own.
+        Some(doc) if doc.is_lent() => true,
+        Some(doc) => return Ok(Some(doc)),
+        None => false,
+    };
     let Some(value) = crate::engine::sandbox::parse_text_dynamic(&text, yaml)? else {
         return Ok(None);
     };
-    let doc = Rc::new(Doc::new(value));
-    if !KEEP.with(std::cell::Cell::get) {
-        return Ok(Some(doc));
+    if lent || !keeping() {
+        return Ok(Some(Rc::new(Doc::new(value))));
     }
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        c.retain(|(k, _)| k.path != path || k.yaml != yaml);
-        // Full: the smallest document goes (the cheapest to parse again). A gate that
-        // reads a thousand small result files then never pushes the large state out.
-        if c.len() >= ENTRIES
-            && let Some(smallest) = (0..c.len()).min_by_key(|&i| c[i].0.text.len())
-        {
-            c.remove(smallest);
-        }
-        let key = Key {
-            path: path.to_string(),
-            yaml,
-            text,
-        };
-        c.push((key, doc.clone()));
-    });
+    let doc = Rc::new(Doc::with_source(value, Some(Source { text, yaml })));
+    remember(path, &doc);
     Ok(Some(doc))
+}
+
+/// Keeps `value` as the document of the JSON file at `path`, which was just written
+/// with `text` (a step's new state: the next phase reads it without parsing it).
+/// Returns the document.
+pub fn keep_written(path: &str, text: String, value: Dynamic) -> Rc<Doc> {
+    if !keeping() {
+        return Rc::new(Doc::new(value));
+    }
+    let doc = Rc::new(Doc::with_source(value, Some(Source { text, yaml: false })));
+    remember(path, &doc);
+    doc
 }
 
 /// The listed top-level fields of the JSON document at `path` (a document that is not a
@@ -133,9 +273,9 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
 /// for the phases that read it next; otherwise only the fields are built.
 /// `Ok(None)`: an empty file; errors as [`load`] gives them.
 pub fn load_fields(path: &str, fields: &[&str]) -> Result<Option<Dynamic>, (bool, String)> {
-    if KEEP.with(std::cell::Cell::get) {
+    if keeping() {
         return Ok(load(path, false)?
-            .map(|doc| crate::engine::doc::project(&doc.value, fields.iter().copied())));
+            .map(|doc| crate::engine::doc::project(&doc.value(), fields.iter().copied())));
     }
     let text = crate::engine::sandbox::read_file(path)?;
     if text.trim().is_empty() {
@@ -170,7 +310,7 @@ mod tests {
         std::fs::write(path, r#"{"n": 2}"#).unwrap();
         let changed = load(path_text, false).unwrap().unwrap();
         assert!(!Rc::ptr_eq(&first, &changed));
-        assert_eq!(crate::engine::doc::to_json(&changed.value)["n"], 2);
+        assert_eq!(crate::engine::doc::to_json(&changed.value())["n"], 2);
         std::fs::write(path, "  ").unwrap();
         assert!(load(path_text, false).unwrap().is_none(), "an empty file");
         std::fs::remove_file(path).unwrap();
@@ -197,5 +337,60 @@ mod tests {
             Rc::ptr_eq(&first, &again),
             "the large document is still kept"
         );
+    }
+
+    #[test]
+    fn a_lent_document_comes_back_or_is_parsed_again() {
+        keep_documents();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = &file(&dir, "state.json", r#"{"n": 1, "list": [1, 2]}"#);
+        let doc = load(path, false).unwrap().unwrap();
+        let lent = doc.clone().into_value();
+        let address = map_address(&lent);
+        assert!(doc.is_lent(), "a kept map is lent, not copied");
+        // A second read while lent is a copy of its own, not the lent value.
+        let copy = load(path, false).unwrap().unwrap().into_value();
+        assert_ne!(map_address(&copy), address);
+        assert_eq!(crate::engine::doc::to_json(&copy)["n"], 1);
+        settle(Some(lent)).unwrap();
+        assert_eq!(map_address(&doc.value()), address, "given back, not parsed");
+        // Lent again and not given back (it became a new state): parsed from the text.
+        let mut gone = doc.clone().into_value();
+        gone.write_lock::<rhai::Map>()
+            .unwrap()
+            .insert("n".into(), 2.into());
+        settle(None).unwrap();
+        assert_eq!(crate::engine::doc::to_json(&doc.value())["n"], 1);
+    }
+
+    #[test]
+    fn a_document_changed_in_place_is_refused_in_debug_builds() {
+        keep_documents();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = &file(&dir, "state.json", r#"{"n": 1}"#);
+        let doc = load(path, false).unwrap().unwrap();
+        let mut lent = doc.clone().into_value();
+        lent.write_lock::<rhai::Map>()
+            .unwrap()
+            .insert("n".into(), 2.into());
+        let settled = settle(Some(lent));
+        if cfg!(debug_assertions) {
+            assert!(settled.unwrap_err().contains("in place"));
+        }
+    }
+
+    #[test]
+    fn a_written_document_is_kept_for_its_text() {
+        keep_documents();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let text = "{\n  \"n\": 3\n}\n";
+        let path = &file(&dir, "state.json", text);
+        let value = crate::engine::doc::parse_json(text).unwrap();
+        let written = keep_written(path, text.to_string(), value);
+        let read = load(path, false).unwrap().unwrap();
+        assert!(Rc::ptr_eq(&written, &read), "read back without parsing");
+        std::fs::write(path, "{\"n\": 4}").unwrap();
+        let changed = load(path, false).unwrap().unwrap();
+        assert!(!Rc::ptr_eq(&written, &changed));
     }
 }

@@ -212,7 +212,7 @@ pub fn run_phase(
     crate::engine::timing::mark("phase start");
     let decided = run.decide();
     crate::engine::timing::mark("decide");
-    let outcome = match decided {
+    let mut outcome = match decided {
         Ok(Some(rule)) => match run.outcome(rule, args) {
             Ok(o) => match o.new_state.as_ref().and_then(|s| {
                 crate::engine::timing::mark("outcome");
@@ -236,6 +236,15 @@ pub fn run_phase(
         Err(e) => run.engine_error(&e),
     };
     crate::engine::timing::mark("state check");
+    // The state binding, unless it became the new state, goes back to the kept
+    // document it was lent from (see `doc_cache`).
+    let returned = match &outcome.new_state {
+        None => run.scope.get_mut("state").map(std::mem::take),
+        Some(_) => None,
+    };
+    if let Err(e) = crate::engine::doc_cache::settle(returned) {
+        outcome = run.engine_error(&e);
+    }
     crate::engine::trace::record(&agent.table.agent, &phase.name, &outcome);
     if LEAK_SCOPES.load(std::sync::atomic::Ordering::Relaxed) {
         std::mem::forget(run.scope);

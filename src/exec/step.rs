@@ -142,8 +142,8 @@ pub fn project_args(machine: &Machine, opts: &StepOptions) -> PhaseArgs {
 type StepState = Option<Rc<Doc>>;
 
 /// The state document of a step's state, if any.
-fn value(state: &StepState) -> Option<&Dynamic> {
-    state.as_deref().map(|d| &d.value)
+fn value(state: &StepState) -> Option<std::cell::Ref<'_, Dynamic>> {
+    state.as_deref().map(Doc::value)
 }
 
 /// Reads the state strictly; `Ok(None)` when there is none.
@@ -190,7 +190,9 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
         directives_for_host: vec![],
         directives_executed: vec![],
         warnings: vec![],
-        next_action: value(&state).map(next_action).unwrap_or(Value::Null),
+        next_action: value(&state)
+            .map(|s| next_action(&s))
+            .unwrap_or(Value::Null),
         done: machine.is_terminal(&current),
         guards: vec![],
     };
@@ -198,8 +200,12 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     if turn.done {
         let names = &machine.policy.orchestrator.terminal_step_directives;
         let directives = template_directives(machine, names, &args, &crate::now())?;
-        turn.directives_executed =
-            directives::execute_builtin(machine, &directives, value(&state), &Value::Null)?;
+        turn.directives_executed = directives::execute_builtin(
+            machine,
+            &directives,
+            value(&state).as_deref(),
+            &Value::Null,
+        )?;
         return Ok(turn);
     }
     let now = crate::now();
@@ -257,12 +263,14 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     turn.machine_state = current.clone();
     turn.status = machine.status_of(&current).unwrap_or_default().to_string();
     turn.done = machine.is_terminal(&current);
-    turn.next_action = value(&state).map(next_action).unwrap_or(Value::Null);
+    turn.next_action = value(&state)
+        .map(|s| next_action(&s))
+        .unwrap_or(Value::Null);
     Ok(turn)
 }
 
 fn state_name(state: &StepState) -> Option<String> {
-    value(state).and_then(|s| doc::field_str(s, "machine_state"))
+    value(state).and_then(|s| doc::field_str(&s, "machine_state"))
 }
 
 /// The state's `next_action` (null when it has none).
@@ -311,7 +319,7 @@ pub fn dispatch(
         .filter_map(|c| c.when.as_deref())
         .collect();
     let fields = crate::engine::sandbox::projected_fields(&sources, "state");
-    let seen = value(state).map_or(Dynamic::UNIT, |s| doc::view(s, fields.as_deref()));
+    let seen = value(state).map_or(Dynamic::UNIT, |s| doc::view(&s, fields.as_deref()));
     crate::engine::sandbox::push_binding(&mut scope, "state", seen);
     for (guard, phase) in guards {
         let holds = match guard {
@@ -385,7 +393,8 @@ fn apply_outcome(
             .map_err(|e| format!("{handoff_path}: {e}"))?;
         let target = machine.policy.orchestrator.protocol_violation_state.clone();
         let directives = protocol_directives(machine, args, now)?;
-        if let Some(mut blocked) = value(state).cloned() {
+        let blocked = value(state).map(|s| s.clone());
+        if let Some(mut blocked) = blocked {
             if let Some(mut s) = blocked.write_lock::<rhai::Map>() {
                 let status = machine.status_of(&target).unwrap_or_default();
                 s.insert("machine_state".into(), target.as_str().into());
@@ -401,7 +410,7 @@ fn apply_outcome(
         executed.extend(directives::execute_builtin(
             machine,
             &directives,
-            value(state),
+            value(state).as_deref(),
             &outcome.handoff,
         )?);
         persist_state(machine, state)?;
@@ -434,7 +443,7 @@ fn apply_outcome(
         executed.extend(directives::execute_builtin(
             machine,
             &list,
-            value(state),
+            value(state).as_deref(),
             &outcome.handoff,
         )?);
         crate::engine::timing::mark("directives");
@@ -454,7 +463,7 @@ fn apply_outcome(
             .cloned()
             .unwrap_or_default();
         if opts.simulate_workers {
-            let state = value(state).map(doc::to_json);
+            let state = value(state).map(|s| doc::to_json(&s));
             crate::exec::sim::answer_workers(machine, opts.seed, &launches, state.as_ref(), args)?;
         }
         for l in launches {
@@ -543,9 +552,15 @@ fn template_directives(
     Ok(out)
 }
 
-fn persist_state(machine: &Machine, state: &StepState) -> Result<(), String> {
-    if let Some(s) = value(state) {
-        doc::write_state(layout(machine, "state"), s)?;
-    }
+/// Writes the step's state and keeps it as the parsed state file: the phases that read
+/// it next in this step find it without parsing it.
+fn persist_state(machine: &Machine, state: &mut StepState) -> Result<(), String> {
+    let Some(doc) = state.take() else {
+        return Ok(());
+    };
+    let value = doc.unwrap_value();
+    let path = layout(machine, "state");
+    let text = doc::write_state(path, &value)?;
+    *state = Some(crate::engine::doc_cache::keep_written(path, text, value));
     Ok(())
 }
