@@ -5,7 +5,7 @@
 
 use crate::engine::patch;
 use crate::engine::sandbox::to_dynamic;
-use crate::machine::{CompiledAgent, CompiledPhase, CompiledRule, CompiledStep, Machine};
+use crate::machine::{CompiledAgent, CompiledPhase, CompiledRule, CompiledStep, Machine, RuleBody};
 use rhai::{Dynamic, Scope};
 use serde_json::{Map, Value, json};
 
@@ -213,7 +213,7 @@ pub fn run_phase(
     let decided = run.decide();
     crate::engine::timing::mark("decide");
     let mut outcome = match decided {
-        Ok(Some(rule)) => match run.outcome(rule, args) {
+        Ok(Some((rule, body))) => match run.outcome(rule, body, args) {
             Ok(o) => match o.new_state.as_ref().and_then(|s| {
                 crate::engine::timing::mark("outcome");
                 state_problem(machine, s, o.unchecked.as_deref())
@@ -353,7 +353,7 @@ impl<'m> Run<'m> {
         t.eval(&self.machine.sandbox, &mut self.scope)
     }
 
-    fn decide(&mut self) -> Result<Option<&'m CompiledRule>, String> {
+    fn decide(&mut self) -> Result<Option<(&'m CompiledRule, &'m RuleBody)>, String> {
         let steps = self.phase.steps(self.machine).map_err(|e| e.join("; "))?;
         for step in steps {
             match step {
@@ -397,9 +397,12 @@ impl<'m> Run<'m> {
                         }
                     };
                     if holds {
-                        self.bind(&rule.lets)
+                        let body = rule
+                            .body(self.machine, self.phase)
+                            .map_err(|e| e.join("; "))?;
+                        self.bind(&body.lets)
                             .map_err(|e| format!("rule `{}`: {e}", rule.name))?;
-                        return Ok(Some(rule));
+                        return Ok(Some((rule, body)));
                     }
                 }
             }
@@ -479,7 +482,7 @@ impl<'m> Run<'m> {
     /// The state the rule writes and its patch against the binding named `state`. The
     /// binding is moved out of the scope (no copy of a large state): call this after
     /// everything else of the outcome is evaluated.
-    fn new_state(&mut self, rule: &CompiledRule) -> Result<NewState, String> {
+    fn new_state(&mut self, rule: &RuleBody) -> Result<NewState, String> {
         let whole = rule
             .new_state
             .as_ref()
@@ -583,17 +586,22 @@ impl<'m> Run<'m> {
         })
     }
 
-    fn outcome(&mut self, rule: &CompiledRule, args: &PhaseArgs) -> Result<PhaseOutcome, String> {
-        for (k, t) in &rule.output {
+    fn outcome(
+        &mut self,
+        rule: &CompiledRule,
+        body: &RuleBody,
+        args: &PhaseArgs,
+    ) -> Result<PhaseOutcome, String> {
+        for (k, t) in &body.output {
             let v = self.eval(t).map_err(|e| format!("output `{k}`: {e}"))?;
             self.output.insert(k.clone(), v);
         }
-        if let Some(w) = &rule.warnings {
+        if let Some(w) = &body.warnings {
             let list = w.eval_spliced(&self.machine.sandbox, &mut self.scope)?;
             self.warnings.extend(list);
         }
         let guards = std::mem::take(&mut self.guards);
-        if let Some((summary, recovery)) = &rule.error {
+        if let Some((summary, recovery)) = &body.error {
             let s = self.eval(summary)?;
             let r = self.eval(recovery)?;
             let h = self.envelope(None, Value::Null, s, r);
@@ -609,25 +617,25 @@ impl<'m> Run<'m> {
                 unchecked: None,
             });
         }
-        let dynamic_next = match &rule.next_expr {
+        let dynamic_next = match &body.next_expr {
             Some(t) => match self.eval(t)? {
                 Value::String(s) if self.machine.states.states.contains_key(&s) => Some(s),
                 other => return Err(format!("next evaluated to {other}, not a machine state")),
             },
             None => None,
         };
-        let next = rule.next.as_deref().or(dynamic_next.as_deref());
+        let next = body.next.as_deref().or(dynamic_next.as_deref());
         let forced_null = self.phase.def.secondary && args.secondary;
         let recommended = if forced_null { None } else { next };
 
         let mut directives = Vec::new();
-        for t in &rule.directives {
+        for t in &body.directives {
             for d in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
                 directives.push(d);
             }
         }
         let mut launches = Vec::new();
-        for t in &rule.launch {
+        for t in &body.launch {
             for mut l in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
                 crate::engine::workers::fill_policy(
                     &self.machine.policy,
@@ -638,24 +646,24 @@ impl<'m> Run<'m> {
             }
         }
         let mut writes = Vec::new();
-        for t in &rule.writes {
+        for t in &body.writes {
             for w in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
                 writes.push(file_write(w)?);
             }
         }
         let mut consumes = Vec::new();
-        for t in &rule.consume {
+        for t in &body.consume {
             for c in t.eval_spliced(&self.machine.sandbox, &mut self.scope)? {
                 if let Some(s) = c.as_str() {
                     consumes.push(s.to_string());
                 }
             }
         }
-        let summary = match &rule.summary {
+        let summary = match &body.summary {
             Some(t) => self.eval(t)?,
             None => json!(rule.name),
         };
-        let recovery = match &rule.recovery {
+        let recovery = match &body.recovery {
             Some(t) => self.eval(t)?,
             None => Value::Null,
         };
@@ -664,12 +672,12 @@ impl<'m> Run<'m> {
         let (patch_value, state_out, state_changed, unchecked) = if !self.agent.table.patches_state
         {
             (Value::Null, None, false, None)
-        } else if rule.preserve_state {
+        } else if body.preserve_state {
             (json!({}), None, false, None)
-        } else if rule.set.is_empty()
-            && rule.append.is_empty()
-            && rule.new_state.is_none()
-            && rule.consume.is_empty()
+        } else if body.set.is_empty()
+            && body.append.is_empty()
+            && body.new_state.is_none()
+            && body.consume.is_empty()
             && self.state_stays_in(recommended)
         {
             // Nothing to change: no copy of the state, no patch, nothing to write.
@@ -680,7 +688,7 @@ impl<'m> Run<'m> {
                 state: mut new_state,
                 place_before,
                 unchecked,
-            } = self.new_state(rule)?;
+            } = self.new_state(body)?;
             let target = recommended
                 .map(str::to_string)
                 .or_else(|| crate::engine::doc::field_str(&new_state, "machine_state"));

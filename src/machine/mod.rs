@@ -22,13 +22,55 @@ pub use source::TableSource;
 /// Names every phase script sees before its own bindings.
 pub const BASE_NAMES: &[&str] = &["args", "now", "vars"];
 
-/// A compiled rule.
+/// A compiled rule: its guard, compiled with the phase, and the rest (its body),
+/// compiled the first time the rule fires. A phase evaluates the guards of the rules
+/// before the one that fires and the body of that one only: compiling every body of
+/// every rule was half the start-up of a phase. Directory tables (`machine check`,
+/// `--machine DIR`) compile every body at load and report its errors there.
 #[derive(Debug)]
 pub struct CompiledRule {
     /// `name:` of the rule.
     pub name: String,
     /// Compiled guard and its source.
     pub when: Option<(AST, String)>,
+    /// The body, once compiled (or why it does not compile).
+    body: std::cell::OnceCell<Result<RuleBody, Vec<String>>>,
+    /// What the body is compiled from: the rule's definition and the names in scope
+    /// before its `let`.
+    source: Box<(StepDef, Vec<String>)>,
+}
+
+impl CompiledRule {
+    /// The rule's body, compiled on first use; its compile errors, each naming the
+    /// table file and the rule.
+    pub fn body(&self, machine: &Machine, phase: &CompiledPhase) -> Result<&RuleBody, &[String]> {
+        let body = self.body.get_or_init(|| {
+            let ctx = Ctx {
+                source: &machine.source,
+                file: &phase.file,
+                phase: &phase.name,
+                sandbox: &machine.sandbox,
+                policy: Some(&machine.policy),
+            };
+            let (step, names) = &*self.source;
+            let mut errors = Vec::new();
+            let body = compile_body(&ctx, &self.name, step, names, &mut errors);
+            if errors.is_empty() {
+                Ok(body)
+            } else {
+                Err(errors)
+            }
+        });
+        match body {
+            Ok(b) => Ok(b),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a rule does once its guard holds.
+#[derive(Debug)]
+pub struct RuleBody {
     /// Rule-local bindings, evaluated once the guard holds.
     pub lets: Vec<(String, Template)>,
     /// `error:` summary and recovery.
@@ -483,8 +525,17 @@ impl Machine {
             }
             for agent in machine.agents() {
                 for phase in agent.phases.values() {
-                    if let Err(e) = phase.steps(&machine) {
-                        errors.extend(e.iter().cloned());
+                    match phase.steps(&machine) {
+                        Err(e) => errors.extend(e.iter().cloned()),
+                        Ok(steps) => {
+                            for step in steps {
+                                if let CompiledStep::Rule(rule) = step
+                                    && let Err(e) = rule.body(&machine, phase)
+                                {
+                                    errors.extend(e.iter().cloned());
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -911,90 +962,104 @@ fn compile_steps(
                     None
                 }
             });
-        let mut local = names.clone();
-        let lets = step
-            .bindings
-            .as_ref()
-            .map(|b| ctx.lets(b, &mut local, what, errors))
-            .unwrap_or_default();
-        let n = &local;
-        let error = step.error.as_ref().and_then(|e| {
-            let s = ctx.tpl(&e.summary, n, &format!("{what}.error.summary"), errors)?;
-            let r = ctx.tpl(&e.recovery, n, &format!("{what}.error.recovery"), errors)?;
-            Some((s, r))
-        });
-        let paths = |column: &str, entries: &IndexMap<String, Yaml>, errors: &mut Vec<String>| {
-            entries
-                .iter()
-                .filter_map(|(k, v)| {
-                    let path: Vec<String> = k.split('.').map(str::to_string).collect();
-                    ctx.tpl(v, n, &format!("{what}.{column}.{k}"), errors)
-                        .map(|t| (path, t))
-                })
-                .collect::<Vec<_>>()
-        };
-        let set = paths("set", &expand_merge_key(&step.set), errors);
-        let append = paths("append", &expand_merge_key(&step.append), errors);
-        let rule = CompiledRule {
+        out.push(CompiledStep::Rule(Box::new(CompiledRule {
             name: name.clone(),
             when,
-            error,
-            next: step.next.clone().filter(|n| !n.starts_with('=')),
-            next_expr: step
-                .next
-                .as_ref()
-                .filter(|n| n.starts_with('='))
-                .and_then(|n| {
-                    ctx.tpl(
-                        &Yaml::String(n.clone()),
-                        n_names(&local),
-                        &format!("{what}.next"),
-                        errors,
-                    )
-                }),
-            new_state: step
-                .new_state
-                .as_ref()
-                .and_then(|y| ctx.tpl(y, n, &format!("{what}.new_state"), errors)),
-            set,
-            append,
-            output: step
-                .output
+            body: std::cell::OnceCell::new(),
+            source: Box::new((step.clone(), names.clone())),
+        })));
+    }
+}
+
+/// Compiles the body of the rule `what` (see [`CompiledRule::body`]); `names` are the
+/// names in scope before its `let`.
+fn compile_body(
+    ctx: &Ctx,
+    what: &str,
+    step: &StepDef,
+    names: &[String],
+    errors: &mut Vec<String>,
+) -> RuleBody {
+    let mut local = names.to_vec();
+    let lets = step
+        .bindings
+        .as_ref()
+        .map(|b| ctx.lets(b, &mut local, what, errors))
+        .unwrap_or_default();
+    let n = &local;
+    let error = step.error.as_ref().and_then(|e| {
+        let s = ctx.tpl(&e.summary, n, &format!("{what}.error.summary"), errors)?;
+        let r = ctx.tpl(&e.recovery, n, &format!("{what}.error.recovery"), errors)?;
+        Some((s, r))
+    });
+    let paths = |column: &str, entries: &IndexMap<String, Yaml>, errors: &mut Vec<String>| {
+        entries
+            .iter()
+            .filter_map(|(k, v)| {
+                let path: Vec<String> = k.split('.').map(str::to_string).collect();
+                ctx.tpl(v, n, &format!("{what}.{column}.{k}"), errors)
+                    .map(|t| (path, t))
+            })
+            .collect::<Vec<_>>()
+    };
+    let set = paths("set", &expand_merge_key(&step.set), errors);
+    let append = paths("append", &expand_merge_key(&step.append), errors);
+    RuleBody {
+        error,
+        next: step.next.clone().filter(|n| !n.starts_with('=')),
+        next_expr: step
+            .next
+            .as_ref()
+            .filter(|n| n.starts_with('='))
+            .and_then(|n| {
+                ctx.tpl(
+                    &Yaml::String(n.clone()),
+                    n_names(&local),
+                    &format!("{what}.next"),
+                    errors,
+                )
+            }),
+        new_state: step
+            .new_state
+            .as_ref()
+            .and_then(|y| ctx.tpl(y, n, &format!("{what}.new_state"), errors)),
+        set,
+        append,
+        output: step
+            .output
+            .iter()
+            .filter_map(|(k, v)| {
+                ctx.tpl(v, n, &format!("{what}.output.{k}"), errors)
+                    .map(|t| (k.clone(), t))
+            })
+            .collect(),
+        directives: match &step.directives {
+            Yaml::Sequence(items) => items
                 .iter()
-                .filter_map(|(k, v)| {
-                    ctx.tpl(v, n, &format!("{what}.output.{k}"), errors)
-                        .map(|t| (k.clone(), t))
+                .enumerate()
+                .filter_map(|(j, y)| {
+                    ctx.directive(y, n, &format!("{what}.directives[{j}]"), errors)
                 })
                 .collect(),
-            directives: match &step.directives {
-                Yaml::Sequence(items) => items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, y)| {
-                        ctx.directive(y, n, &format!("{what}.directives[{j}]"), errors)
-                    })
-                    .collect(),
-                other => ctx.tpls(other, n, &format!("{what}.directives"), errors),
-            },
-            launch: ctx.tpls(&step.launch, n, &format!("{what}.launch"), errors),
-            writes: ctx.tpls(&step.writes, n, &format!("{what}.writes"), errors),
-            consume: ctx.tpls(&step.consume, n, &format!("{what}.consume"), errors),
-            summary: step
-                .summary
-                .as_ref()
-                .and_then(|y| ctx.tpl(y, n, &format!("{what}.summary"), errors)),
-            warnings: step
-                .warnings
-                .as_ref()
-                .and_then(|y| ctx.tpl(y, n, &format!("{what}.warnings"), errors)),
-            recovery: step
-                .recovery
-                .as_ref()
-                .and_then(|y| ctx.tpl(y, n, &format!("{what}.recovery"), errors)),
-            preserve_state: step.preserve_state,
-            lets,
-        };
-        out.push(CompiledStep::Rule(Box::new(rule)));
+            other => ctx.tpls(other, n, &format!("{what}.directives"), errors),
+        },
+        launch: ctx.tpls(&step.launch, n, &format!("{what}.launch"), errors),
+        writes: ctx.tpls(&step.writes, n, &format!("{what}.writes"), errors),
+        consume: ctx.tpls(&step.consume, n, &format!("{what}.consume"), errors),
+        summary: step
+            .summary
+            .as_ref()
+            .and_then(|y| ctx.tpl(y, n, &format!("{what}.summary"), errors)),
+        warnings: step
+            .warnings
+            .as_ref()
+            .and_then(|y| ctx.tpl(y, n, &format!("{what}.warnings"), errors)),
+        recovery: step
+            .recovery
+            .as_ref()
+            .and_then(|y| ctx.tpl(y, n, &format!("{what}.recovery"), errors)),
+        preserve_state: step.preserve_state,
+        lets,
     }
 }
 
@@ -1033,5 +1098,39 @@ mod lazy_tests {
         let m = lazily_with_orchestrator(&original);
         assert!(m.agent_problem(name).is_none());
         assert!(m.agent(name).is_some_and(|a| a.phases.contains_key("gate")));
+    }
+
+    #[test]
+    fn a_rule_body_is_compiled_when_the_rule_fires_and_reports_its_errors() {
+        let original = TableSource::embedded()
+            .get("agents/orchestrator.yaml")
+            .expect("embedded")
+            .to_string();
+        let broken = original.replace(
+            "summary: campaign still valid",
+            "summary: = campaign still valid (",
+        );
+        assert_ne!(broken, original);
+        let m = lazily_with_orchestrator(&broken);
+        let agent = m.agent("metaopt-orchestrator").expect("parsed");
+        let phase = &agent.phases["gate"];
+        let steps = phase.steps(&m).expect("the guards compile");
+        let rules: Vec<&CompiledRule> = steps
+            .iter()
+            .filter_map(|s| match s {
+                CompiledStep::Rule(r) => Some(&**r),
+                CompiledStep::Bind { .. } => None,
+            })
+            .collect();
+        let last = rules.last().expect("rules");
+        assert_eq!(last.name, "campaign-still-valid");
+        assert!(last.body.get().is_none(), "not compiled before it fires");
+        let errors = last.body(&m, phase).unwrap_err();
+        assert!(
+            errors[0].contains("agents/orchestrator.yaml")
+                && errors[0].contains("campaign-still-valid.summary"),
+            "{errors:?}"
+        );
+        assert!(rules[0].body(&m, phase).is_ok(), "the other bodies compile");
     }
 }
