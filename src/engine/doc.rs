@@ -58,6 +58,11 @@ pub fn to_pretty(value: &Dynamic) -> Result<String, String> {
 /// text written.
 pub fn write_state(path: &str, state: &Dynamic) -> Result<String, String> {
     let text = to_pretty(state).map_err(|e| format!("{path}: cannot write state: {e}"))?;
+    write_state_text(path, text)
+}
+
+/// Writes `text`, a state printed by [`to_pretty`], to `path` atomically; the text.
+pub fn write_state_text(path: &str, text: String) -> Result<String, String> {
     crate::workspace::fsio::write_atomic(std::path::Path::new(path), text.as_bytes())
         .map_err(|e| format!("{path}: cannot write state: {e}"))?;
     Ok(text)

@@ -5,8 +5,32 @@
 use crate::contract::canonical::sha256_hex;
 use crate::machine::Machine;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::io::Write;
 use std::path::Path;
+
+/// What a journal line takes from the handoff: the digest of its text and its patch
+/// as JSON. For a large patch these are the costly parts of a line; they are printed
+/// ahead, while the step writes the state.
+pub struct HandoffParts {
+    sha256: String,
+    patch: Box<RawValue>,
+}
+
+impl HandoffParts {
+    /// The parts of the handoff written as `text`, whose patch is `patch`.
+    pub fn of(text: &str, patch: &Value) -> Self {
+        let json = serde_json::to_string(patch).unwrap_or_else(|_| "null".into());
+        Self {
+            sha256: sha256_hex(text.as_bytes()),
+            patch: RawValue::from_string(json).unwrap_or_else(|_| null()),
+        }
+    }
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is JSON")
+}
 
 /// What one journal line records.
 pub struct Entry<'a> {
@@ -22,10 +46,8 @@ pub struct Entry<'a> {
     pub phase: &'a str,
     /// Deciding rule.
     pub rule: &'a str,
-    /// The handoff, exactly as written to its file.
-    pub handoff_text: &'a str,
-    /// The applied patch.
-    pub patch: &'a Value,
+    /// What the line takes from the handoff.
+    pub handoff: &'a HandoffParts,
     /// Directives executed with their outcome.
     pub directives: &'a [Value],
     /// Protocol violations.
@@ -55,11 +77,11 @@ pub fn read(machine: &Machine) -> Vec<Value> {
 struct Line<'a> {
     agent: &'a str,
     directives: &'a [Value],
-    handoff_sha256: String,
+    handoff_sha256: &'a str,
     machine_hash: &'a str,
     machine_state_after: &'a str,
     machine_state_before: &'a str,
-    patch: &'a Value,
+    patch: &'a RawValue,
     phase: &'a str,
     rule: &'a str,
     seq: u64,
@@ -125,11 +147,11 @@ pub fn append(machine: &Machine, e: &Entry) -> Result<(), String> {
     let line = Line {
         agent: e.agent,
         directives: e.directives,
-        handoff_sha256: sha256_hex(e.handoff_text.as_bytes()),
+        handoff_sha256: &e.handoff.sha256,
         machine_hash: &hash,
         machine_state_after: e.after,
         machine_state_before: e.before,
-        patch: e.patch,
+        patch: &e.handoff.patch,
         phase: e.phase,
         rule: e.rule,
         seq: lines + 1,

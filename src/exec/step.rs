@@ -384,7 +384,11 @@ fn apply_outcome(
         turn.warnings.extend(w.iter().cloned());
     }
     crate::engine::timing::mark("validate handoff");
-    let handoff_text = to_pretty(&outcome.handoff);
+    let applies = found.is_empty() && !outcome.is_error && outcome.state_changed;
+    let new_state = outcome.new_state.as_ref().filter(|_| applies);
+    let (handoff_text, journal_parts, state_text) =
+        print_side_by_side(&outcome.handoff, new_state)?;
+    crate::engine::timing::mark("print handoff and state");
     let mut executed = Vec::new();
 
     let next = if !found.is_empty() {
@@ -413,7 +417,7 @@ fn apply_outcome(
             value(state).as_deref(),
             &outcome.handoff,
         )?);
-        persist_state(machine, state)?;
+        persist_state(machine, state, None)?;
         target
     } else if outcome.is_error {
         write_atomic(Path::new(&handoff_path), handoff_text.as_bytes())
@@ -448,7 +452,7 @@ fn apply_outcome(
         )?);
         crate::engine::timing::mark("directives");
         if changed {
-            persist_state(machine, state)?;
+            persist_state(machine, state, state_text)?;
         }
         crate::engine::timing::mark("persist state");
         effects::consume(&outcome.consumes)?;
@@ -505,8 +509,7 @@ fn apply_outcome(
             agent,
             phase,
             rule: &outcome.rule,
-            handoff_text: &handoff_text,
-            patch: &outcome.handoff["state_patch"],
+            handoff: &journal_parts,
             directives: &executed,
             violations: &found,
         },
@@ -552,15 +555,48 @@ fn template_directives(
     Ok(out)
 }
 
-/// Writes the step's state and keeps it as the parsed state file: the phases that read
-/// it next in this step find it without parsing it.
-fn persist_state(machine: &Machine, state: &mut StepState) -> Result<(), String> {
+/// The handoff's text (and what the journal takes from it) and the new state's text,
+/// printed side by side: the handoff on a helper thread, the state on this one (script
+/// values stay on the thread that owns them). For a large campaign both hold the whole
+/// proposal pool.
+fn print_side_by_side(
+    handoff: &Value,
+    new_state: Option<&Dynamic>,
+) -> Result<(String, journal::HandoffParts, Option<String>), String> {
+    std::thread::scope(|s| {
+        let printer = s.spawn(|| {
+            let text = to_pretty(handoff);
+            let parts = journal::HandoffParts::of(&text, &handoff["state_patch"]);
+            (text, parts)
+        });
+        let state_text = new_state.map(doc::to_pretty).transpose();
+        let (text, parts) = printer
+            .join()
+            .map_err(|_| "printing the handoff failed".to_string())?;
+        Ok((
+            text,
+            parts,
+            state_text.map_err(|e| format!("cannot print the state: {e}"))?,
+        ))
+    })
+}
+
+/// Writes the step's state (as `text` when printed already) and keeps it as the parsed
+/// state file: the phases that read it next in this step find it without parsing it.
+fn persist_state(
+    machine: &Machine,
+    state: &mut StepState,
+    text: Option<String>,
+) -> Result<(), String> {
     let Some(doc) = state.take() else {
         return Ok(());
     };
     let value = doc.unwrap_value();
     let path = layout(machine, "state");
-    let text = doc::write_state(path, &value)?;
+    let text = match text {
+        Some(text) => doc::write_state_text(path, text)?,
+        None => doc::write_state(path, &value)?,
+    };
     *state = Some(crate::engine::doc_cache::keep_written(path, text, value));
     Ok(())
 }
