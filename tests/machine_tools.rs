@@ -324,6 +324,33 @@ fn check_reports_a_guard_that_does_not_compile() {
 }
 
 #[test]
+fn check_reports_a_rule_body_that_does_not_compile() {
+    // Rule bodies of the embedded tables compile when the rule fires; tables checked or
+    // given with --machine compile them all at load.
+    let t = Tables::new();
+    t.edit(
+        "agents/background-control.yaml",
+        "pool at ${merged.current_count}/${target}",
+        "pool at ${merged.current_count(}",
+    );
+    let out = assert_finding(
+        &t,
+        "agents/background-control.yaml",
+        "load",
+        &["gate_background_work.pool-building.summary", "Unexpected"],
+    );
+    let (code, _) = run(&[
+        "agent",
+        "metaopt-background-control",
+        "--mode",
+        "gate_background_work",
+        "--machine",
+        t.path(),
+    ]);
+    assert_eq!(code, 2, "a directory that does not load: {out}");
+}
+
+#[test]
 fn check_reports_a_yaml_error_with_its_line() {
     let t = Tables::new();
     t.edit(

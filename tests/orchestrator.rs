@@ -427,3 +427,24 @@ fn status_and_history_describe_the_campaign() {
     let h = p.run(&["history"]);
     assert!(text(&h).contains("LAUNCH_SWEEP --metaopt-remote-execution-control.plan_launch[sweep-launched]--> WAIT_FOR_SWEEP"), "{}", text(&h));
 }
+
+#[test]
+fn the_journal_records_the_digest_and_patch_of_each_written_handoff() {
+    let p = Project::example();
+    let mut patched = 0;
+    for _ in 0..6 {
+        let turn = p.step(&["--simulate-workers"]);
+        let journal = p.read(".ml-metaopt/journal.jsonl");
+        let last: Value = serde_json::from_str(journal.lines().last().expect("a line")).unwrap();
+        let text = p.read(turn["handoff_path"].as_str().expect("a handoff"));
+        assert_eq!(
+            last["handoff_sha256"],
+            metaopt::contract::canonical::sha256_hex(text.as_bytes()),
+            "the digest of the handoff file as written"
+        );
+        let handoff: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(last["patch"], handoff["state_patch"]);
+        patched += usize::from(last["patch"].as_object().is_some_and(|o| !o.is_empty()));
+    }
+    assert!(patched > 0, "some phase patched the state");
+}

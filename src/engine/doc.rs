@@ -58,14 +58,14 @@ pub fn to_pretty(value: &Dynamic) -> Result<String, String> {
 /// text written.
 pub fn write_state(path: &str, state: &Dynamic) -> Result<String, String> {
     let text = to_pretty(state).map_err(|e| format!("{path}: cannot write state: {e}"))?;
-    write_state_text(path, text)
+    write_state_text(path, &text)?;
+    Ok(text)
 }
 
-/// Writes `text`, a state printed by [`to_pretty`], to `path` atomically; the text.
-pub fn write_state_text(path: &str, text: String) -> Result<String, String> {
+/// Writes `text`, a state printed by [`to_pretty`], to `path` atomically.
+pub fn write_state_text(path: &str, text: &str) -> Result<(), String> {
     crate::workspace::fsio::write_atomic(std::path::Path::new(path), text.as_bytes())
-        .map_err(|e| format!("{path}: cannot write state: {e}"))?;
-    Ok(text)
+        .map_err(|e| format!("{path}: cannot write state: {e}"))
 }
 
 /// Compact JSON of `value` (how messages quote a value).
@@ -215,6 +215,22 @@ pub fn from_json(value: &Value) -> Dynamic {
             .collect::<Map>()
             .into(),
     }
+}
+
+/// Whether `value` printed as JSON parses back to the same value: only maps, lists,
+/// `()`, booleans, integers, finite floats and strings (a non-finite float prints as
+/// `null`, a character as a string).
+pub fn round_trips(value: &Dynamic) -> bool {
+    if let Some(m) = value.read_lock::<Map>() {
+        return m.values().all(round_trips);
+    }
+    if let Some(a) = value.read_lock::<Array>() {
+        return a.iter().all(round_trips);
+    }
+    if let Ok(f) = value.as_float() {
+        return f.is_finite();
+    }
+    value.is_unit() || value.is_bool() || value.is_int() || value.is_string()
 }
 
 /// A script value as JSON: `()` is null, a non-finite float is null, a character is a

@@ -12,10 +12,12 @@
 //! file once and would only hold more memory.
 //!
 //! A kept map is *lent* to the phase that reads it, not copied: copying and later
-//! freeing a large state costs 50–100 ms per phase. The phase runner gives the
-//! binding back when the phase ends ([`settle`]); a document whose value was not
-//! given back (it became the phase's new state, or went elsewhere) is parsed again
-//! from its text when next asked for.
+//! freeing a large state costs 50–100 ms per phase. Lending happens only while a phase
+//! runs ([`begin_phase`]); the phase runner gives the binding back when the phase ends
+//! ([`settle`]); a document whose value was not given back (it became the phase's new
+//! state, or went elsewhere) is parsed again from its text when next asked for. The
+//! state a step writes is kept with the text written ([`keep_written`]), so the phases
+//! after it in the same step do not parse it.
 
 use rhai::Dynamic;
 use std::cell::{Cell, Ref, RefCell};
@@ -36,9 +38,10 @@ enum Home {
     Lost,
 }
 
-/// The text a document was parsed from.
+/// The file and text a document was parsed from.
 #[derive(Debug)]
 struct Source {
+    path: String,
     text: String,
     yaml: bool,
 }
@@ -90,16 +93,18 @@ impl Doc {
     }
 
     /// The document for a phase to own: lent (moved out, see [`settle`]) when it is a
-    /// kept map, else moved when nobody else holds it, else copied.
+    /// kept map and a phase is running, else moved when nobody else holds it, else copied.
     pub fn into_value(self: Rc<Self>) -> Dynamic {
-        if self.source.is_some() && self.home.get() == Home::Here {
-            let taken = std::mem::take(&mut *self.value.borrow_mut());
-            if let Some(address) = map_address(&taken) {
+        if self.source.is_some() && !self.is_lent() && LENDING.with(Cell::get) {
+            drop(self.value());
+            if let Ok(mut slot) = self.value.try_borrow_mut()
+                && let Some(address) = map_address(&slot)
+            {
+                let taken = std::mem::take(&mut *slot);
                 self.home.set(Home::Lent(address));
                 LENT.with(|l| l.borrow_mut().push(self.clone()));
                 return taken;
             }
-            *self.value.borrow_mut() = taken;
         }
         self.unwrap_value()
     }
@@ -149,6 +154,13 @@ thread_local! {
         const { std::mem::ManuallyDrop::new(RefCell::new(Vec::new())) };
     /// Documents lent to the running phase.
     static LENT: RefCell<Vec<Rc<Doc>>> = const { RefCell::new(Vec::new()) };
+    /// A phase is running: kept documents it reads are lent to it.
+    static LENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A phase starts: until [`settle`], kept maps it reads are lent to it, not copied.
+pub fn begin_phase() {
+    LENDING.with(|l| l.set(true));
 }
 
 /// From now on, parsed documents are kept for the rest of the process.
@@ -166,6 +178,7 @@ fn keeping() -> bool {
 /// value that no longer matches its text is an error: the tables changed a document
 /// they read in place.
 pub fn settle(returned: Option<Dynamic>) -> Result<(), String> {
+    LENDING.with(|l| l.set(false));
     let lent = LENT.with(|l| std::mem::take(&mut *l.borrow_mut()));
     let address = returned.as_ref().and_then(map_address);
     let mut returned = returned;
@@ -194,11 +207,11 @@ fn unchanged(doc: &Doc, value: &Dynamic) -> Result<(), String> {
     };
     match crate::engine::sandbox::parse_text_dynamic(&src.text, src.yaml) {
         Ok(Some(parsed)) if crate::engine::doc::same(&parsed, value) => Ok(()),
-        _ => Err(
-            "the phase changed a document it read in place (the state changes only \
-                  through set, append and new_state)"
-                .into(),
-        ),
+        _ => Err(format!(
+            "{}: the phase changed the document it read in place (the state changes only \
+             through set, append and new_state)",
+            src.path
+        )),
     }
 }
 
@@ -251,19 +264,38 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
     if lent || !keeping() {
         return Ok(Some(Rc::new(Doc::new(value))));
     }
-    let doc = Rc::new(Doc::with_source(value, Some(Source { text, yaml })));
+    let source = Source {
+        path: path.to_string(),
+        text,
+        yaml,
+    };
+    let doc = Rc::new(Doc::with_source(value, Some(source)));
     remember(path, &doc);
     Ok(Some(doc))
 }
 
 /// Keeps `value` as the document of the JSON file at `path`, which was just written
-/// with `text` (a step's new state: the next phase reads it without parsing it).
-/// Returns the document.
+/// with `text` (a step's new state: the next phase reads it without parsing it). A
+/// value the text does not give back as it is (a non-finite number prints as `null`)
+/// is replaced by the text's parse. Returns the document.
 pub fn keep_written(path: &str, text: String, value: Dynamic) -> Rc<Doc> {
     if !keeping() {
         return Rc::new(Doc::new(value));
     }
-    let doc = Rc::new(Doc::with_source(value, Some(Source { text, yaml: false })));
+    let value = if crate::engine::doc::round_trips(&value) {
+        value
+    } else {
+        match crate::engine::sandbox::parse_text_dynamic(&text, false) {
+            Ok(Some(parsed)) => parsed,
+            _ => return Rc::new(Doc::new(value)),
+        }
+    };
+    let source = Source {
+        path: path.to_string(),
+        text,
+        yaml: false,
+    };
+    let doc = Rc::new(Doc::with_source(value, Some(source)));
     remember(path, &doc);
     doc
 }
@@ -345,6 +377,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = &file(&dir, "state.json", r#"{"n": 1, "list": [1, 2]}"#);
         let doc = load(path, false).unwrap().unwrap();
+        // Outside a phase (dispatch, directives) a read is a copy.
+        let copy = doc.clone().into_value();
+        assert!(!doc.is_lent());
+        assert_ne!(map_address(&copy), map_address(&doc.value()));
+        begin_phase();
         let lent = doc.clone().into_value();
         let address = map_address(&lent);
         assert!(doc.is_lent(), "a kept map is lent, not copied");
@@ -355,6 +392,7 @@ mod tests {
         settle(Some(lent)).unwrap();
         assert_eq!(map_address(&doc.value()), address, "given back, not parsed");
         // Lent again and not given back (it became a new state): parsed from the text.
+        begin_phase();
         let mut gone = doc.clone().into_value();
         gone.write_lock::<rhai::Map>()
             .unwrap()
@@ -369,13 +407,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = &file(&dir, "state.json", r#"{"n": 1}"#);
         let doc = load(path, false).unwrap().unwrap();
+        begin_phase();
         let mut lent = doc.clone().into_value();
         lent.write_lock::<rhai::Map>()
             .unwrap()
             .insert("n".into(), 2.into());
         let settled = settle(Some(lent));
         if cfg!(debug_assertions) {
-            assert!(settled.unwrap_err().contains("in place"));
+            let e = settled.unwrap_err();
+            assert!(e.contains("in place") && e.contains(path.as_str()), "{e}");
         }
     }
 
@@ -392,5 +432,23 @@ mod tests {
         std::fs::write(path, "{\"n\": 4}").unwrap();
         let changed = load(path, false).unwrap().unwrap();
         assert!(!Rc::ptr_eq(&written, &changed));
+    }
+
+    #[test]
+    fn a_written_value_the_text_does_not_give_back_is_read_from_the_text() {
+        keep_documents();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut value = crate::engine::doc::parse_json(r#"{"x": 1.5}"#).unwrap();
+        value
+            .write_lock::<rhai::Map>()
+            .unwrap()
+            .insert("x".into(), f64::NAN.into());
+        assert!(!crate::engine::doc::round_trips(&value));
+        let text = crate::engine::doc::to_pretty(&value).unwrap();
+        let path = &file(&dir, "state.json", &text);
+        let kept = keep_written(path, text, value);
+        assert!(kept.value().read_lock::<rhai::Map>().unwrap()["x"].is_unit());
+        let plain = crate::engine::doc::parse_json(r#"{"x": [1, "s", null, true, 2.5]}"#).unwrap();
+        assert!(crate::engine::doc::round_trips(&plain));
     }
 }

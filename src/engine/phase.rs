@@ -210,6 +210,7 @@ pub fn run_phase(
         guards: Vec::new(),
     };
     crate::engine::timing::mark("phase start");
+    crate::engine::doc_cache::begin_phase();
     let decided = run.decide();
     crate::engine::timing::mark("decide");
     let mut outcome = match decided {
@@ -239,7 +240,7 @@ pub fn run_phase(
     // The state binding, unless it became the new state, goes back to the kept
     // document it was lent from (see `doc_cache`).
     let returned = match &outcome.new_state {
-        None => run.scope.get_mut("state").map(std::mem::take),
+        None => run.scope.get_mut(STATE_BINDING).map(std::mem::take),
         Some(_) => None,
     };
     if let Err(e) = crate::engine::doc_cache::settle(returned) {
@@ -267,6 +268,9 @@ const PLACE_KEYS: [&str; 2] = ["machine_state", "status"];
 
 /// Schema the state file is loaded with (`machine/schemas/state.yaml`).
 const STATE_SCHEMA: &str = "state";
+
+/// The binding a rule's state changes apply to (and the patch is computed against).
+const STATE_BINDING: &str = "state";
 
 /// The deepest nesting of arrays and objects serde_json reads back (its recursion limit).
 const MAX_NESTING: usize = 127;
@@ -465,7 +469,7 @@ impl<'m> Run<'m> {
     fn state_stays_in(&self, target: Option<&str>) -> bool {
         let Some(map) = self
             .scope
-            .get("state")
+            .get(STATE_BINDING)
             .and_then(|d| d.read_lock::<rhai::Map>())
         else {
             return false;
@@ -509,7 +513,7 @@ impl<'m> Run<'m> {
         }
         let base = self
             .scope
-            .get_mut("state")
+            .get_mut(STATE_BINDING)
             .map(std::mem::take)
             .filter(Dynamic::is_map)
             .unwrap_or_else(|| rhai::Map::new().into());

@@ -588,9 +588,9 @@ fn read_doc(
             };
             crate::engine::timing::mark("schema check");
             let mut value = doc.into_value();
-            if !schema.is_empty() && issues.is_empty() {
-                value.set_tag(schema_tag(schema));
-            }
+            // Tagged only as read this time (a kept value may carry an earlier read's tag).
+            let valid = !schema.is_empty() && issues.is_empty();
+            value.set_tag(if valid { schema_tag(schema) } else { 0 });
             read_result(path, Ok((value, false)), issues)
         }
         Err(e) => read_result(path, Err(e), vec![]),

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::Path;
 
 /// What a journal line takes from the handoff: the digest of its text and its patch
-/// as JSON. For a large patch these are the costly parts of a line; they are printed
-/// ahead, while the step writes the state.
+/// as JSON. For a large patch these are the costly parts of a line; the step prints
+/// them with the handoff, while it prints the new state.
 pub struct HandoffParts {
     sha256: String,
     patch: Box<RawValue>,
@@ -20,16 +20,12 @@ pub struct HandoffParts {
 impl HandoffParts {
     /// The parts of the handoff written as `text`, whose patch is `patch`.
     pub fn of(text: &str, patch: &Value) -> Self {
-        let json = serde_json::to_string(patch).unwrap_or_else(|_| "null".into());
         Self {
             sha256: sha256_hex(text.as_bytes()),
-            patch: RawValue::from_string(json).unwrap_or_else(|_| null()),
+            // A JSON tree always prints (its keys are strings).
+            patch: serde_json::value::to_raw_value(patch).unwrap_or_default(),
         }
     }
-}
-
-fn null() -> Box<RawValue> {
-    RawValue::from_string("null".into()).expect("null is JSON")
 }
 
 /// What one journal line records.
@@ -119,7 +115,7 @@ fn last_line(p: &str) -> Option<(Vec<u8>, Option<u64>)> {
     }
 }
 
-/// Appends one line; `handoff_text` is the handoff exactly as written to its file.
+/// Appends one line for the phase `e` describes.
 pub fn append(machine: &Machine, e: &Entry) -> Result<(), String> {
     let p = path(machine);
     let last = last_line(&p);

@@ -386,8 +386,8 @@ fn apply_outcome(
     crate::engine::timing::mark("validate handoff");
     let applies = found.is_empty() && !outcome.is_error && outcome.state_changed;
     let new_state = outcome.new_state.as_ref().filter(|_| applies);
-    let (handoff_text, journal_parts, state_text) =
-        print_side_by_side(&outcome.handoff, new_state)?;
+    let (handoff_text, journal_parts, state_text) = print_side_by_side(&outcome.handoff, new_state)
+        .map_err(|e| format!("{}: {e}", layout(machine, "state")))?;
     crate::engine::timing::mark("print handoff and state");
     let mut executed = Vec::new();
 
@@ -555,29 +555,31 @@ fn template_directives(
     Ok(out)
 }
 
-/// The handoff's text (and what the journal takes from it) and the new state's text,
-/// printed side by side: the handoff on a helper thread, the state on this one (script
-/// values stay on the thread that owns them). For a large campaign both hold the whole
-/// proposal pool.
+/// The handoff's text (and what the journal takes from it) and the new state's text.
+/// With a new state they are printed side by side: the handoff on a helper thread, the
+/// state on this one (script values stay on the thread that owns them); for a large
+/// campaign both hold the whole proposal pool.
 fn print_side_by_side(
     handoff: &Value,
     new_state: Option<&Dynamic>,
 ) -> Result<(String, journal::HandoffParts, Option<String>), String> {
+    let print_handoff = || {
+        let text = to_pretty(handoff);
+        let parts = journal::HandoffParts::of(&text, &handoff["state_patch"]);
+        (text, parts)
+    };
+    let Some(new_state) = new_state else {
+        let (text, parts) = print_handoff();
+        return Ok((text, parts, None));
+    };
     std::thread::scope(|s| {
-        let printer = s.spawn(|| {
-            let text = to_pretty(handoff);
-            let parts = journal::HandoffParts::of(&text, &handoff["state_patch"]);
-            (text, parts)
-        });
-        let state_text = new_state.map(doc::to_pretty).transpose();
+        let printer = s.spawn(print_handoff);
+        let state_text =
+            doc::to_pretty(new_state).map_err(|e| format!("cannot write state: {e}"))?;
         let (text, parts) = printer
             .join()
             .map_err(|_| "printing the handoff failed".to_string())?;
-        Ok((
-            text,
-            parts,
-            state_text.map_err(|e| format!("cannot print the state: {e}"))?,
-        ))
+        Ok((text, parts, Some(state_text)))
     })
 }
 
@@ -594,7 +596,10 @@ fn persist_state(
     let value = doc.unwrap_value();
     let path = layout(machine, "state");
     let text = match text {
-        Some(text) => doc::write_state_text(path, text)?,
+        Some(text) => {
+            doc::write_state_text(path, &text)?;
+            text
+        }
         None => doc::write_state(path, &value)?,
     };
     *state = Some(crate::engine::doc_cache::keep_written(path, text, value));

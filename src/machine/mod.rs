@@ -61,10 +61,7 @@ impl CompiledRule {
                 Err(errors)
             }
         });
-        match body {
-            Ok(b) => Ok(b),
-            Err(e) => Err(e),
-        }
+        body.as_ref().map_err(Vec::as_slice)
     }
 }
 
@@ -389,8 +386,8 @@ impl Machine {
         Self::from_source_with(source, true)
     }
 
-    /// Parses `source`. When `eager` (user tables) every agent, schema, phase, guard and
-    /// directive template is parsed and compiled now and cross-table references are
+    /// Parses `source`. When `eager` (user tables) every agent, schema, phase, guard, rule
+    /// body and directive template is parsed and compiled now and cross-table references are
     /// checked, so every error shows at load; otherwise (the embedded tables, checked by
     /// the tests) each is parsed or compiled when first used.
     pub fn from_source_with(source: TableSource, eager: bool) -> Result<Self, LoadErrors> {
