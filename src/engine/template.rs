@@ -167,27 +167,80 @@ impl TextTemplate {
 
     /// Renders the template; strings render bare, other values as compact JSON, unit as empty.
     pub fn render(&self, engine: &rhai::Engine, scope: &mut Scope) -> Result<String, String> {
-        let mut out = String::new();
+        // The holes first, then the text at its final size: a hole can hold a whole pool
+        // as JSON, and a growing text would be copied (and held twice) as it doubles.
+        let mut holes = Vec::new();
+        for part in &self.parts {
+            if let TextPart::Hole(ast, src) = part {
+                let len = scope.len();
+                let v = engine.eval_ast_with_scope::<rhai::Dynamic>(scope, ast);
+                scope.rewind(len);
+                let v = v.map_err(|e| format!("{e} (in `{{{{ {src} }}}}`)"))?;
+                holes.push(if v.is_string() || v.is_unit() {
+                    v
+                } else {
+                    to_json(&v).to_string().into()
+                });
+            }
+        }
+        let size = self
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                TextPart::Text(t) => Some(t.len()),
+                TextPart::Hole(..) => None,
+            })
+            .sum::<usize>()
+            + holes
+                .iter()
+                .filter_map(|v| v.read_lock::<rhai::ImmutableString>().map(|s| s.len()))
+                .sum::<usize>();
+        let mut out = String::with_capacity(size);
+        let mut holes = holes.iter();
         for part in &self.parts {
             match part {
                 TextPart::Text(t) => out.push_str(t),
-                TextPart::Hole(ast, src) => {
-                    let len = scope.len();
-                    let v = engine.eval_ast_with_scope::<rhai::Dynamic>(scope, ast);
-                    scope.rewind(len);
-                    let v = v.map_err(|e| format!("{e} (in `{{{{ {src} }}}}`)"))?;
-                    if v.is_unit() {
-                        continue;
-                    }
-                    if let Some(text) = v.read_lock::<rhai::ImmutableString>() {
-                        // Appended in place: a hole can hold a whole pool as JSON.
+                TextPart::Hole(..) => {
+                    if let Some(text) = holes
+                        .next()
+                        .and_then(|v| v.read_lock::<rhai::ImmutableString>())
+                    {
                         out.push_str(text.as_str());
-                    } else {
-                        out.push_str(&to_json(&v).to_string());
                     }
                 }
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_renders_strings_bare_values_as_json_and_unit_as_nothing_at_its_final_size() {
+        let engine = rhai::Engine::new_raw();
+        let names = vec!["ctx".to_string()];
+        let t = TextTemplate::compile(
+            "a {{ ctx.s }} b {{ ctx.n }} c {{ ctx.m }} d {{ () }} e",
+            &names,
+            |src, _| engine.compile_expression(src).map_err(|e| e.to_string()),
+        )
+        .expect("compiles");
+        let mut ctx = rhai::Map::new();
+        ctx.insert("s".into(), "x".repeat(1000).into());
+        ctx.insert("n".into(), rhai::Dynamic::from_int(7));
+        let mut inner = rhai::Map::new();
+        inner.insert("k".into(), true.into());
+        ctx.insert("m".into(), inner.into());
+        let mut scope = Scope::new();
+        scope.push("ctx", ctx);
+        let out = t.render(&engine, &mut scope).expect("renders");
+        assert_eq!(
+            out,
+            format!("a {} b 7 c {{\"k\":true}} d  e", "x".repeat(1000))
+        );
+        assert_eq!(out.capacity(), out.len(), "allocated once, at its size");
     }
 }
