@@ -45,13 +45,7 @@ impl CompiledRule {
     /// table file and the rule.
     pub fn body(&self, machine: &Machine, phase: &CompiledPhase) -> Result<&RuleBody, &[String]> {
         let body = self.body.get_or_init(|| {
-            let ctx = Ctx {
-                source: &machine.source,
-                file: &phase.file,
-                phase: &phase.name,
-                sandbox: &machine.sandbox,
-                policy: Some(&machine.policy),
-            };
+            let ctx = phase.ctx(machine);
             let (step, names) = &*self.source;
             let mut errors = Vec::new();
             let body = compile_body(&ctx, &self.name, step, names, &mut errors);
@@ -132,16 +126,21 @@ pub struct CompiledPhase {
 }
 
 impl CompiledPhase {
+    /// What this phase's scripts compile against (messages name its table file).
+    fn ctx<'a>(&'a self, machine: &'a Machine) -> Ctx<'a> {
+        Ctx {
+            source: &machine.source,
+            file: &self.file,
+            phase: &self.name,
+            sandbox: &machine.sandbox,
+            policy: Some(&machine.policy),
+        }
+    }
+
     /// The compiled steps; compiles them on first use and reports every error.
     pub fn steps(&self, machine: &Machine) -> Result<&[CompiledStep], &[String]> {
         let compiled = self.compiled.get_or_init(|| {
-            let ctx = Ctx {
-                source: &machine.source,
-                file: &self.file,
-                phase: &self.name,
-                sandbox: &machine.sandbox,
-                policy: Some(&machine.policy),
-            };
+            let ctx = self.ctx(machine);
             let mut names: Vec<String> = BASE_NAMES.iter().map(|s| s.to_string()).collect();
             let mut steps = Vec::new();
             let mut errors = Vec::new();
