@@ -573,12 +573,18 @@ fn print_side_by_side(
         return Ok((text, parts, None));
     };
     std::thread::scope(|s| {
-        let printer = s.spawn(print_handoff);
+        // A thread the system will not start is no error: the handoff is printed here.
+        let printer = std::thread::Builder::new()
+            .spawn_scoped(s, print_handoff)
+            .ok();
         let state_text =
             doc::to_pretty(new_state).map_err(|e| format!("cannot write state: {e}"))?;
-        let (text, parts) = printer
-            .join()
-            .map_err(|_| "printing the handoff failed".to_string())?;
+        let (text, parts) = match printer {
+            Some(p) => p
+                .join()
+                .map_err(|_| "printing the handoff failed".to_string())?,
+            None => print_handoff(),
+        };
         Ok((text, parts, Some(state_text)))
     })
 }
