@@ -448,3 +448,19 @@ fn the_journal_records_the_digest_and_patch_of_each_written_handoff() {
     }
     assert!(patched > 0, "some phase patched the state");
 }
+
+#[test]
+fn a_campaign_blocked_before_it_has_a_state_gets_a_final_report_saying_so() {
+    let p = Project::example_with(|s| s.replace("max_iterations: 20", "max_iterations: -1"));
+    let turn = p.step(&[]);
+    assert_eq!(turn["machine_state"], "BLOCKED_CONFIG", "{turn}");
+    let report = p.read(".ml-metaopt/final_report.md");
+    assert!(
+        report.contains("- no campaign state was created"),
+        "{report}"
+    );
+    assert!(
+        report.contains("block reason: campaign invalid"),
+        "{report}"
+    );
+}

@@ -39,6 +39,13 @@ impl TextTemplates {
         }
     }
 
+    /// The fields of `ctx.<entry>` template `name` reads, or `None` when it uses the
+    /// entry whole (see [`crate::engine::sandbox::projected_fields`]).
+    pub fn fields_read(&self, name: &str, entry: &str) -> Option<Vec<String>> {
+        let text = self.sources.get(name)?;
+        crate::engine::sandbox::projected_fields(&[text.as_str()], &format!("{CTX}.{entry}"))
+    }
+
     /// True when a template `name` exists.
     pub fn contains(&self, name: &str) -> bool {
         self.sources.contains_key(name)

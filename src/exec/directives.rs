@@ -6,6 +6,7 @@
 use crate::exec::marked_block;
 use crate::machine::Machine;
 use crate::workspace::fsio::{self, write_atomic};
+use rhai::Dynamic;
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -101,8 +102,6 @@ fn render_report(
     state: Option<&rhai::Dynamic>,
     handoff: &Value,
 ) -> Result<String, String> {
-    let state = state.map(crate::engine::doc::to_json);
-    let state = state.as_ref();
     if !machine.templates.contains(template) {
         return Err(format!("unknown report template `{template}`"));
     }
@@ -114,7 +113,8 @@ fn render_report(
     .and_then(|t| serde_json::from_str::<Value>(&t).ok())
     .unwrap_or(Value::Null);
     let status = state
-        .and_then(|s| s.get("status").cloned())
+        .and_then(|s| crate::engine::doc::field_str(s, "status"))
+        .map(|s| json!(s))
         .or_else(|| {
             handoff["recommended_next_machine_state"]
                 .as_str()
@@ -122,20 +122,41 @@ fn render_report(
                 .map(|s| json!(s))
         })
         .unwrap_or(Value::Null);
-    let ctx = json!({
-        "directive": directive,
-        "state": state.cloned().unwrap_or(Value::Null),
-        "status": status,
-        "handoff": handoff,
-        "load": load,
-        "campaign_name": load.get("campaign_id").cloned().unwrap_or(Value::Null),
-        "max_budget": load.get("compute").and_then(|c| c.get("max_budget_usd")).cloned().unwrap_or(Value::Null),
+    let to_dynamic = crate::engine::sandbox::to_dynamic;
+    // The state and the handoff (which can hold whole pools) are shown as the fields the
+    // template reads: a large state was converted and copied three times per report.
+    let fields = |entry: &str| machine.templates.fields_read(template, entry);
+    let state = state.map_or(Dynamic::UNIT, |s| {
+        crate::engine::doc::view(s, fields("state").as_deref())
     });
+    let handoff = match (fields("handoff"), handoff.as_object()) {
+        (Some(keys), Some(h)) => to_dynamic(&Value::Object(
+            h.iter()
+                .filter(|(k, _)| keys.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )),
+        _ => to_dynamic(handoff),
+    };
+    let mut ctx = rhai::Map::new();
+    ctx.insert("directive".into(), to_dynamic(directive));
+    ctx.insert("state".into(), state);
+    ctx.insert("status".into(), to_dynamic(&status));
+    ctx.insert("handoff".into(), handoff);
+    let campaign_name = load.get("campaign_id").cloned().unwrap_or(Value::Null);
+    ctx.insert("campaign_name".into(), to_dynamic(&campaign_name));
+    let max_budget = load
+        .get("compute")
+        .and_then(|c| c.get("max_budget_usd"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    ctx.insert("max_budget".into(), to_dynamic(&max_budget));
+    ctx.insert("load".into(), to_dynamic(&load));
     crate::engine::render::render_with(
         &machine.templates,
         &machine.sandbox.engine,
         template,
-        crate::engine::sandbox::to_dynamic(&ctx),
+        ctx.into(),
     )
 }
 
