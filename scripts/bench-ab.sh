@@ -91,6 +91,10 @@ while IFS=$'\t' read -r size case agent dir _bytes _floor rule; do
   else
     compare "$size $case [$rule]" "$dir" "$n" agent "$agent" --mode "$case"
   fi
+  # The step that closes an iteration (roll gate, reports): on the roll gate's project.
+  if [[ $case = gate_roll_iteration ]]; then
+    compare "$size step at the roll gate" "$dir" "$n" step
+  fi
 done <"$manifest"
 compare "demo --quiet" - 5 demo --quiet
 rm -rf "$run"

@@ -9,7 +9,8 @@
 # main branch), then times, as a host would run them:
 #   - every phase: `metaopt agent <agent> --mode <phase>` (no --apply-state; the project
 #     is copied fresh before each repetition, so every run sees the same input);
-#   - `metaopt step` on the generated project (one gate merging every ideation result);
+#   - `metaopt step` on the generated project (one gate merging every ideation result),
+#     and on the roll gate's project (the step that closes an iteration, with its reports);
 #   - `metaopt demo --quiet`;
 # and prints a markdown table (also saved as DIR/table.md) with the median wall time,
 # the peak RSS of the large runs, the serde floor (parse + pretty-print the state with
@@ -186,6 +187,24 @@ for case in $cases; do
   done
   row "$label" "$ex" "$lg" "$kib" "$bytes" "$floor" 3 >>"$table"
 done
+# The step that closes an iteration (orchestrator gate, roll gate, iteration and final
+# reports), on the roll gate's projects.
+ex="" lg="" kib="" bytes="" floor=""
+for size in example large; do
+  has_size "$size" || continue
+  dir=$(field "$size" gate_roll_iteration 4)
+  [[ -n $dir ]] || continue
+  echo "  $size step at the roll gate ..." >&2
+  if [[ $size = example ]]; then
+    measure "$dir" "$reps" none "$bin" step
+    ex=$median
+  else
+    measure "$dir" "$large_reps" rss "$bin" step
+    lg=$median kib=$peak_kib
+    bytes=$(field large gate_roll_iteration 5) floor=$(field large gate_roll_iteration 6)
+  fi
+done
+[[ -z $ex$lg ]] || row "step (ROLL_ITERATION: roll gate and reports)" "$ex" "$lg" "$kib" "$bytes" "$floor" 3 >>"$table"
 if has_size example; then
   echo "  demo ..." >&2
   measure "" "$reps" none "$bin" demo --quiet --dir demo
