@@ -6,7 +6,6 @@ use metaopt::engine::{handoff, patch, sandbox};
 use metaopt::machine::{Machine, TableSource};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -105,15 +104,10 @@ proptest! {
             }
         }
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let mut files: BTreeMap<String, String> = TableSource::embedded()
-            .files()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        files.insert("states.yaml".into(), text.clone());
-        let _ = Machine::from_source(TableSource::from_files(None, files.clone()));
-        files.insert("agents/background-control.yaml".into(), text);
-        let _ = Machine::from_source(TableSource::from_files(None, files));
+        let source = TableSource::embedded().with_file("states.yaml", text.clone());
+        let _ = Machine::from_source(source.clone());
+        let source = source.with_file("agents/background-control.yaml", text);
+        let _ = Machine::from_source(source);
     }
 }
 

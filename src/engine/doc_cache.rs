@@ -144,8 +144,8 @@ impl Doc {
     }
 }
 
-/// Kept documents (by path), in the order they were parsed.
-type Entries = RefCell<Vec<(String, Rc<Doc>)>>;
+/// Kept documents (each with its source: path and text), in the order they were parsed.
+type Entries = RefCell<Vec<Rc<Doc>>>;
 
 thread_local! {
     static KEEP: Cell<bool> = const { Cell::new(false) };
@@ -220,31 +220,34 @@ fn kept(path: &str, yaml: bool, text: &str) -> Option<Rc<Doc>> {
     CACHE.with(|c| {
         c.borrow()
             .iter()
-            .find(|(p, d)| {
-                p == path
-                    && d.source
-                        .as_ref()
-                        .is_some_and(|s| s.yaml == yaml && s.text == text)
+            .find(|d| {
+                d.source
+                    .as_ref()
+                    .is_some_and(|s| s.path == path && s.yaml == yaml && s.text == text)
             })
-            .map(|(_, d)| d.clone())
+            .cloned()
     })
 }
 
-/// Keeps `doc` as the document of `path` (replacing the one kept before).
-fn remember(path: &str, doc: &Rc<Doc>) {
+/// Keeps `value`, made from `source`, as the document of its path (replacing the one
+/// kept before); the document.
+fn remember(value: Dynamic, source: Source) -> Rc<Doc> {
+    let path = source.path.clone();
+    let doc = Rc::new(Doc::with_source(value, Some(source)));
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        c.retain(|(p, _)| p != path);
+        c.retain(|d| d.source.as_ref().is_none_or(|s| s.path != path));
         // Full: the smallest document goes (the cheapest to parse again). A gate that
         // reads a thousand small result files then never pushes the large state out.
         let size = |d: &Rc<Doc>| d.source.as_ref().map_or(0, |s| s.text.len());
         if c.len() >= ENTRIES
-            && let Some(smallest) = (0..c.len()).min_by_key(|&i| size(&c[i].1))
+            && let Some(smallest) = (0..c.len()).min_by_key(|&i| size(&c[i]))
         {
             c.remove(smallest);
         }
-        c.push((path.to_string(), doc.clone()));
+        c.push(doc.clone());
     });
+    doc
 }
 
 /// The document at `path` (`yaml`: parsed as YAML), parsed unless a copy parsed from the
@@ -269,9 +272,7 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
         text,
         yaml,
     };
-    let doc = Rc::new(Doc::with_source(value, Some(source)));
-    remember(path, &doc);
-    Ok(Some(doc))
+    Ok(Some(remember(value, source)))
 }
 
 /// Keeps `value` as the document of the JSON file at `path`, which was just written
@@ -295,9 +296,7 @@ pub fn keep_written(path: &str, text: String, value: Dynamic) -> Rc<Doc> {
         text,
         yaml: false,
     };
-    let doc = Rc::new(Doc::with_source(value, Some(source)));
-    remember(path, &doc);
-    doc
+    remember(value, source)
 }
 
 /// The listed top-level fields of the JSON document at `path` (a document that is not a

@@ -169,43 +169,36 @@ impl TextTemplate {
     pub fn render(&self, engine: &rhai::Engine, scope: &mut Scope) -> Result<String, String> {
         // The holes first, then the text at its final size: a hole can hold a whole pool
         // as JSON, and a growing text would be copied (and held twice) as it doubles.
-        let mut holes = Vec::new();
+        let mut holes: Vec<Option<rhai::ImmutableString>> = Vec::new();
         for part in &self.parts {
             if let TextPart::Hole(ast, src) = part {
                 let len = scope.len();
                 let v = engine.eval_ast_with_scope::<rhai::Dynamic>(scope, ast);
                 scope.rewind(len);
                 let v = v.map_err(|e| format!("{e} (in `{{{{ {src} }}}}`)"))?;
-                holes.push(if v.is_string() || v.is_unit() {
-                    v
+                holes.push(if v.is_unit() {
+                    None
+                } else if v.is_string() {
+                    v.into_immutable_string().ok()
                 } else {
-                    to_json(&v).to_string().into()
+                    Some(to_json(&v).to_string().into())
                 });
             }
         }
-        let size = self
-            .parts
-            .iter()
-            .filter_map(|p| match p {
-                TextPart::Text(t) => Some(t.len()),
-                TextPart::Hole(..) => None,
-            })
-            .sum::<usize>()
-            + holes
-                .iter()
-                .filter_map(|v| v.read_lock::<rhai::ImmutableString>().map(|s| s.len()))
-                .sum::<usize>();
+        let text_size = |p: &TextPart| match p {
+            TextPart::Text(t) => t.len(),
+            TextPart::Hole(..) => 0,
+        };
+        let size = self.parts.iter().map(text_size).sum::<usize>()
+            + holes.iter().flatten().map(|h| h.len()).sum::<usize>();
         let mut out = String::with_capacity(size);
         let mut holes = holes.iter();
         for part in &self.parts {
             match part {
                 TextPart::Text(t) => out.push_str(t),
                 TextPart::Hole(..) => {
-                    if let Some(text) = holes
-                        .next()
-                        .and_then(|v| v.read_lock::<rhai::ImmutableString>())
-                    {
-                        out.push_str(text.as_str());
+                    if let Some(Some(text)) = holes.next() {
+                        out.push_str(text);
                     }
                 }
             }

@@ -49,11 +49,7 @@ impl CompiledRule {
             let (step, names) = &*self.source;
             let mut errors = Vec::new();
             let body = compile_body(&ctx, &self.name, step, names, &mut errors);
-            if errors.is_empty() {
-                Ok(body)
-            } else {
-                Err(errors)
-            }
+            collected(body, errors)
         });
         body.as_ref().map_err(Vec::as_slice)
     }
@@ -153,11 +149,7 @@ impl CompiledPhase {
                 &mut errors,
                 0,
             );
-            if errors.is_empty() {
-                Ok(steps)
-            } else {
-                Err(errors)
-            }
+            collected(steps, errors)
         });
         match compiled {
             Ok(steps) => Ok(steps),
@@ -327,6 +319,15 @@ fn parse_text<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// `value` when no error was collected making it, else the errors.
+fn collected<T>(value: T, errors: Vec<String>) -> Result<T, Vec<String>> {
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Parses and compiles one schema table (`display` names it in errors).
 fn build_schema(
     engine: &rhai::Engine,
@@ -357,11 +358,7 @@ fn build_schema(
     }
     let checks = SchemaChecks::new(checks, &sources);
     let schema = CompiledSchema::compile(table).map_err(|e| vec![format!("{display}: {e}")])?;
-    if errors.is_empty() {
-        Ok(BuiltSchema { schema, checks })
-    } else {
-        Err(errors)
-    }
+    collected(BuiltSchema { schema, checks }, errors)
 }
 
 impl Machine {
@@ -666,11 +663,7 @@ impl Machine {
                 }
                 all.insert(name.clone(), guards);
             }
-            if errors.is_empty() {
-                Ok(all)
-            } else {
-                Err(errors)
-            }
+            collected(all, errors)
         });
         compiled.as_ref().map_err(Vec::as_slice)
     }
@@ -697,11 +690,7 @@ impl Machine {
                     )),
                 }
             }
-            if errors.is_empty() {
-                Ok(all)
-            } else {
-                Err(errors)
-            }
+            collected(all, errors)
         });
         compiled.as_ref().map_err(Vec::as_slice)
     }
@@ -1066,14 +1055,8 @@ mod lazy_tests {
     /// The embedded tables with `agents/orchestrator.yaml` replaced by `text`, loaded the
     /// lazy way (as the embedded tables are).
     fn lazily_with_orchestrator(text: &str) -> Machine {
-        let mut files: std::collections::BTreeMap<String, String> = TableSource::embedded()
-            .files()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        files.insert("agents/orchestrator.yaml".into(), text.into());
-        Machine::from_source_with(TableSource::from_files(None, files), false)
-            .expect("the other tables load")
+        let source = TableSource::embedded().with_file("agents/orchestrator.yaml", text.into());
+        Machine::from_source_with(source, false).expect("the other tables load")
     }
 
     #[test]

@@ -97,19 +97,11 @@ impl TableSource {
         Ok(Self::from_files(Some(dir.to_path_buf()), files))
     }
 
-    /// Tables from an in-memory file map (tests, mutation testing).
+    /// Tables from an in-memory file map.
     pub fn from_files(root: Option<PathBuf>, files: BTreeMap<String, String>) -> Self {
-        Self::from_table_files(
-            root,
-            files.into_iter().map(|(k, v)| (k, Cow::Owned(v))).collect(),
-        )
-    }
-
-    /// Tables from an in-memory map of table texts.
-    pub fn from_table_files(root: Option<PathBuf>, files: TableFiles) -> Self {
         Self {
             root,
-            files,
+            files: files.into_iter().map(|(k, v)| (k, Cow::Owned(v))).collect(),
             json: BTreeMap::new(),
         }
     }
@@ -131,6 +123,20 @@ impl TableSource {
             .filter(|k| k.starts_with(prefix) && k.ends_with(suffix))
             .cloned()
             .collect()
+    }
+
+    /// These tables with the file `rel` replaced by (or added as) `text` (tests,
+    /// mutation testing); the other texts are shared, not copied.
+    pub fn with_file(&self, rel: &str, text: String) -> Self {
+        let mut files = self.files.clone();
+        files.insert(rel.to_string(), Cow::Owned(text));
+        let mut json = self.json.clone();
+        json.remove(rel);
+        Self {
+            root: self.root.clone(),
+            files,
+            json,
+        }
     }
 
     /// All files, sorted by path.

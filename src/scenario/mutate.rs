@@ -10,8 +10,8 @@
 //! guards no scenario pins down.
 
 use super::coverage::{RuleKey, inventory};
+use crate::machine::source::TableFiles;
 use crate::machine::{Machine, TableSource};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// One mutant: a guard negated in one table file.
@@ -24,7 +24,7 @@ pub struct Mutant {
     /// The original guard.
     pub guard: String,
     /// The mutated table files.
-    pub files: BTreeMap<String, String>,
+    pub files: TableFiles,
     /// Rules whose guard changed (a fragment guard changes in every phase using it).
     pub affected: Vec<RuleKey>,
 }
@@ -124,17 +124,10 @@ pub fn mutants(source: &TableSource, original: &Machine) -> Vec<Result<Mutant, (
             if text.ends_with('\n') {
                 new_text.push('\n');
             }
-            let mut all: BTreeMap<String, String> = source
-                .files()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect();
-            all.insert(file.clone(), new_text);
+            let mutated = source.with_file(&file, new_text);
+            let all = mutated.files().clone();
             let at = format!("{file}:{}", i + 1);
-            let machine = match Machine::from_source(TableSource::from_files(
-                source.root.clone(),
-                all.clone(),
-            )) {
+            let machine = match Machine::from_source(mutated) {
                 Ok(m) => m,
                 Err(e) => {
                     out.push(Err((at, e.0.join("; "))));
@@ -165,13 +158,13 @@ pub fn mutants(source: &TableSource, original: &Machine) -> Vec<Result<Mutant, (
 }
 
 /// Writes the mutant's tables into `dir`.
-pub fn write_tables(files: &BTreeMap<String, String>, dir: &Path) -> Result<(), String> {
+pub fn write_tables(files: &TableFiles, dir: &Path) -> Result<(), String> {
     for (rel, text) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
