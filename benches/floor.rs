@@ -26,6 +26,9 @@ fn main() {
     group.bench_function("large/parse", |b| {
         b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(black_box(&text)).ok()))
     });
+    group.bench_function("large/parse into script values", |b| {
+        b.iter(|| black_box(metaopt::engine::doc::parse_json(black_box(&text)).ok()))
+    });
     group.finish();
     c.final_summary();
 }

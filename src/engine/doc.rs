@@ -11,7 +11,100 @@ use serde_json::Value;
 
 /// Parses JSON text into a script value (serde_json's errors and recursion limit).
 pub fn parse_json(text: &str) -> Result<Dynamic, serde_json::Error> {
-    serde_json::from_str::<Dynamic>(text)
+    use serde::de::DeserializeSeed as _;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = ScriptValue.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Builds a script value straight from serde's events. rhai's own `Deserialize` for
+/// `Dynamic` builds every map twice (its map goes through the generic
+/// `From<BTreeMap<K, T>>`, which collects it again): a quarter of the parse of a large
+/// state. Here each map and list is built once, keys straight from the text.
+struct ScriptValue;
+
+impl<'de> serde::de::DeserializeSeed<'de> for ScriptValue {
+    type Value = Dynamic;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Dynamic, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ScriptValue {
+    type Value = Dynamic;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Dynamic, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Dynamic, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Dynamic, E> {
+        // serde_json's reading: an integer past i64 is a float.
+        Ok(i64::try_from(v).map_or_else(|_| (v as f64).into(), Dynamic::from_int))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Dynamic, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Dynamic, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Dynamic, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Dynamic, A::Error> {
+        let mut items = Array::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(ScriptValue)? {
+            items.push(item);
+        }
+        Ok(Dynamic::from_array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Dynamic, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = entries.next_key_seed(MapKey)? {
+            let value = entries.next_value_seed(ScriptValue)?;
+            map.insert(key, value);
+        }
+        Ok(Dynamic::from_map(map))
+    }
+}
+
+/// A map key read straight into rhai's key type (short keys stay inline: no allocation).
+struct MapKey;
+
+/// rhai's map key type (a small-string type rhai does not export by name).
+type Key = <Map as KeyOf>::Key;
+
+/// Names the key type of a map.
+trait KeyOf {
+    type Key;
+}
+
+impl<K, V> KeyOf for std::collections::BTreeMap<K, V> {
+    type Key = K;
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for MapKey {
+    type Value = Key;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for MapKey {
+    type Value = Key;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
 }
 
 /// The top-level `fields` of a JSON object text, the rest of it checked for syntax but
@@ -31,9 +124,9 @@ pub fn parse_json_fields(text: &str, fields: &[&str]) -> Result<Dynamic, serde_j
         }
         fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Map, A::Error> {
             let mut out = Map::new();
-            while let Some(key) = entries.next_key::<String>()? {
+            while let Some(key) = entries.next_key_seed(MapKey)? {
                 if self.0.contains(&key.as_str()) {
-                    out.insert(key.into(), entries.next_value::<Dynamic>()?);
+                    out.insert(key, entries.next_value_seed(ScriptValue)?);
                 } else {
                     entries.next_value::<IgnoredAny>()?;
                 }
@@ -44,7 +137,7 @@ pub fn parse_json_fields(text: &str, fields: &[&str]) -> Result<Dynamic, serde_j
     let mut de = serde_json::Deserializer::from_str(text);
     let map = (&mut de).deserialize_map(Fields(fields))?;
     de.end()?;
-    Ok(map.into())
+    Ok(Dynamic::from_map(map))
 }
 
 /// Pretty-printed JSON of `value` with a final newline (`to_pretty` for script values).
@@ -107,11 +200,12 @@ pub fn as_number(value: &Dynamic) -> Option<f64> {
 /// whole. Copies only what it keeps (how a large document is read in part).
 pub fn project<'f>(value: &Dynamic, fields: impl IntoIterator<Item = &'f str>) -> Dynamic {
     match value.read_lock::<Map>() {
-        Some(map) => fields
-            .into_iter()
-            .filter_map(|f| map.get(f).map(|v| (f.into(), v.clone())))
-            .collect::<Map>()
-            .into(),
+        Some(map) => Dynamic::from_map(
+            fields
+                .into_iter()
+                .filter_map(|f| map.get(f).map(|v| (f.into(), v.clone())))
+                .collect(),
+        ),
         None => value.clone(),
     }
 }
@@ -208,12 +302,13 @@ pub fn from_json(value: &Value) -> Dynamic {
             None => n.as_f64().unwrap_or(f64::NAN).into(),
         },
         Value::String(s) => s.as_str().into(),
-        Value::Array(a) => a.iter().map(from_json).collect::<Array>().into(),
-        Value::Object(o) => o
-            .iter()
-            .map(|(k, v)| (k.as_str().into(), from_json(v)))
-            .collect::<Map>()
-            .into(),
+        Value::Array(a) => Dynamic::from_array(a.iter().map(from_json).collect()),
+        // `from_map`: `Map::into()` would collect the map a second time.
+        Value::Object(o) => Dynamic::from_map(
+            o.iter()
+                .map(|(k, v)| (k.as_str().into(), from_json(v)))
+                .collect(),
+        ),
     }
 }
 

@@ -163,6 +163,11 @@ pub fn begin_phase() {
     LENDING.with(|l| l.set(true));
 }
 
+/// Whether the running phase holds a lent document (one [`settle`] must take back).
+pub fn lent_any() -> bool {
+    LENT.with(|l| !l.borrow().is_empty())
+}
+
 /// From now on, parsed documents are kept for the rest of the process.
 pub fn keep_documents() {
     KEEP.with(|k| k.set(true));

@@ -238,10 +238,14 @@ pub fn run_phase(
     };
     crate::engine::timing::mark("state check");
     // The state binding, unless it became the new state, goes back to the kept
-    // document it was lent from (see `doc_cache`).
+    // document it was lent from (see `doc_cache`). Nothing lent: it stays in the scope
+    // (taken out, a single-phase process would free it instead of leaking it with the
+    // scope: 45 ms for a large state).
     let returned = match &outcome.new_state {
-        None => run.scope.get_mut(STATE_BINDING).map(std::mem::take),
-        Some(_) => None,
+        None if crate::engine::doc_cache::lent_any() => {
+            run.scope.get_mut(STATE_BINDING).map(std::mem::take)
+        }
+        _ => None,
     };
     if let Err(e) = crate::engine::doc_cache::settle(returned) {
         outcome = run.engine_error(&e);
