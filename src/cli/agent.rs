@@ -108,7 +108,7 @@ pub fn run(machine_dir: Option<&Path>, args: AgentArgs) -> i32 {
         Err(code) => return code,
     };
     crate::engine::timing::mark("load tables");
-    crate::engine::phase::leak_scopes_until_exit();
+    crate::engine::exit::leave_phase_scopes();
     match execute(machine, &args) {
         Ok(outcome) => {
             crate::engine::timing::mark("write files");

@@ -118,6 +118,7 @@ pub fn run_step(machine_dir: Option<&Path>, args: DriveArgs) -> i32 {
         crate::tell!("error: {e}");
         return super::EXIT_USAGE;
     }
+    crate::engine::exit::leave_step_handoffs();
     match step(machine, &args.options()) {
         Ok(turn) => {
             print_turn(&turn, args.json);

@@ -142,17 +142,82 @@ pub fn parse_json_fields(text: &str, fields: &[&str]) -> Result<Dynamic, serde_j
 
 /// Pretty-printed JSON of `value` with a final newline (`to_pretty` for script values).
 pub fn to_pretty(value: &Dynamic) -> Result<String, String> {
-    let mut s = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    s.push('\n');
-    Ok(s)
+    print_pretty(value).map(|p| p.text)
+}
+
+/// A script value printed as pretty JSON, and whether the text gives the value back.
+#[derive(Debug)]
+pub struct Printed {
+    /// The text, with a final newline.
+    pub text: String,
+    /// Parsing `text` gives the value printed (see [`round_trips`]): found while
+    /// printing, so a large state is not walked a second time to know it.
+    pub faithful: bool,
+}
+
+/// [`to_pretty`], telling whether the text gives the value back.
+pub fn print_pretty(value: &Dynamic) -> Result<Printed, String> {
+    let faithful = std::cell::Cell::new(true);
+    let mut text = serde_json::to_string_pretty(&Faithful {
+        value,
+        faithful: &faithful,
+    })
+    .map_err(|e| e.to_string())?;
+    text.push('\n');
+    Ok(Printed {
+        text,
+        faithful: faithful.get(),
+    })
+}
+
+/// Prints a script value as rhai prints it, noting any value the text will not give
+/// back (what [`round_trips`] rejects: a non-finite float, a character, other types).
+struct Faithful<'a> {
+    value: &'a Dynamic,
+    faithful: &'a std::cell::Cell<bool>,
+}
+
+impl serde::Serialize for Faithful<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap as _, SerializeSeq as _};
+        let at = |value| Faithful {
+            value,
+            faithful: self.faithful,
+        };
+        if let Some(m) = self.value.read_lock::<Map>() {
+            let mut map = ser.serialize_map(Some(m.len()))?;
+            for (k, v) in m.iter() {
+                map.serialize_entry(k.as_str(), &at(v))?;
+            }
+            return map.end();
+        }
+        if let Some(a) = self.value.read_lock::<Array>() {
+            let mut seq = ser.serialize_seq(Some(a.len()))?;
+            for v in a.iter() {
+                seq.serialize_element(&at(v))?;
+            }
+            return seq.end();
+        }
+        let plain = match self.value.as_float() {
+            Ok(f) => f.is_finite(),
+            Err(_) => {
+                let v = self.value;
+                v.is_unit() || v.is_bool() || v.is_int() || v.is_string()
+            }
+        };
+        if !plain {
+            self.faithful.set(false);
+        }
+        self.value.serialize(ser)
+    }
 }
 
 /// Writes `state` to `path` atomically as pretty JSON (the state file's format); the
 /// text written.
-pub fn write_state(path: &str, state: &Dynamic) -> Result<String, String> {
-    let text = to_pretty(state).map_err(|e| format!("{path}: cannot write state: {e}"))?;
-    write_state_text(path, &text)?;
-    Ok(text)
+pub fn write_state(path: &str, state: &Dynamic) -> Result<Printed, String> {
+    let printed = print_pretty(state).map_err(|e| format!("{path}: cannot write state: {e}"))?;
+    write_state_text(path, &printed.text)?;
+    Ok(printed)
 }
 
 /// Writes `text`, a state printed by [`to_pretty`], to `path` atomically.
@@ -383,6 +448,37 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn printing_tells_whether_the_text_gives_the_value_back() {
+        let parsed = parse_json(r#"{"a": [1, 2.5, "s", null, true, {"b": {}}], "c": -3}"#).unwrap();
+        let mut inner = Map::new();
+        inner.insert("x".into(), f64::NAN.into());
+        let mut nan_deep = Map::new();
+        nan_deep.insert(
+            "a".into(),
+            Dynamic::from_array(vec![Dynamic::from_map(inner)]),
+        );
+        let nan_deep = Dynamic::from_map(nan_deep);
+        let values = [
+            parsed,
+            nan_deep,
+            Dynamic::from(f64::INFINITY),
+            Dynamic::from('c'),
+            Dynamic::from_array(vec![Dynamic::UNIT, Dynamic::from(2.0)]),
+        ];
+        for v in &values {
+            let printed = print_pretty(v).unwrap();
+            // The same text rhai's own printing gives, and the flag agrees with round_trips.
+            assert_eq!(
+                printed.text,
+                format!("{}\n", serde_json::to_string_pretty(v).unwrap())
+            );
+            assert_eq!(printed.faithful, round_trips(v), "{}", printed.text);
+        }
+        assert!(print_pretty(&values[0]).unwrap().faithful);
+        assert!(!print_pretty(&values[1]).unwrap().faithful);
+    }
 
     #[test]
     fn parse_print_and_convert_agree_with_serde_json() {

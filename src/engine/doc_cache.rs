@@ -220,15 +220,15 @@ fn unchanged(doc: &Doc, value: &Dynamic) -> Result<(), String> {
     }
 }
 
-/// Finds the kept document of `path` parsed from `text`.
-fn kept(path: &str, yaml: bool, text: &str) -> Option<Rc<Doc>> {
+/// Finds the kept document of `path` (parsed as YAML or not, as asked).
+fn kept_at(path: &str, yaml: bool) -> Option<Rc<Doc>> {
     CACHE.with(|c| {
         c.borrow()
             .iter()
             .find(|d| {
                 d.source
                     .as_ref()
-                    .is_some_and(|s| s.path == path && s.yaml == yaml && s.text == text)
+                    .is_some_and(|s| s.path == path && s.yaml == yaml)
             })
             .cloned()
     })
@@ -259,17 +259,24 @@ fn remember(value: Dynamic, source: Source) -> Rc<Doc> {
 /// same text is kept. `Ok(None)`: an empty file. Read and parse errors are
 /// `(file exists, message)`, as [`crate::engine::sandbox::parse_file`] gives them.
 pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
-    let text = crate::engine::sandbox::read_file(path)?;
-    let lent = match kept(path, yaml, &text) {
+    // A kept document still current is compared with the file as the file is read
+    // (reading a 10 MB state into a new string and comparing costs 10-15 ms).
+    if let Some(doc) = kept_at(path, yaml)
+        && let Some(src) = &doc.source
+        && crate::workspace::fsio::holds(std::path::Path::new(path), &src.text)
+    {
+        if !doc.is_lent() {
+            return Ok(Some(doc));
+        }
         // Lent to the running phase already (a second read): a copy of its own.
-        Some(doc) if doc.is_lent() => true,
-        Some(doc) => return Ok(Some(doc)),
-        None => false,
-    };
+        return Ok(crate::engine::sandbox::parse_text_dynamic(&src.text, yaml)?
+            .map(|value| Rc::new(Doc::new(value))));
+    }
+    let text = crate::engine::sandbox::read_file(path)?;
     let Some(value) = crate::engine::sandbox::parse_text_dynamic(&text, yaml)? else {
         return Ok(None);
     };
-    if lent || !keeping() {
+    if !keeping() {
         return Ok(Some(Rc::new(Doc::new(value))));
     }
     let source = Source {
@@ -281,14 +288,15 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
 }
 
 /// Keeps `value` as the document of the JSON file at `path`, which was just written
-/// with `text` (a step's new state: the next phase reads it without parsing it). A
+/// as `printed` (a step's new state: the next phase reads it without parsing it). A
 /// value the text does not give back as it is (a non-finite number prints as `null`)
 /// is replaced by the text's parse. Returns the document.
-pub fn keep_written(path: &str, text: String, value: Dynamic) -> Rc<Doc> {
+pub fn keep_written(path: &str, printed: crate::engine::doc::Printed, value: Dynamic) -> Rc<Doc> {
     if !keeping() {
         return Rc::new(Doc::new(value));
     }
-    let value = if crate::engine::doc::round_trips(&value) {
+    let text = printed.text;
+    let value = if printed.faithful {
         value
     } else {
         match crate::engine::sandbox::parse_text_dynamic(&text, false) {
@@ -430,7 +438,9 @@ mod tests {
         let text = "{\n  \"n\": 3\n}\n";
         let path = &file(&dir, "state.json", text);
         let value = crate::engine::doc::parse_json(text).unwrap();
-        let written = keep_written(path, text.to_string(), value);
+        let printed = crate::engine::doc::print_pretty(&value).unwrap();
+        assert_eq!(printed.text, text);
+        let written = keep_written(path, printed, value);
         let read = load(path, false).unwrap().unwrap();
         assert!(Rc::ptr_eq(&written, &read), "read back without parsing");
         std::fs::write(path, "{\"n\": 4}").unwrap();
@@ -448,9 +458,10 @@ mod tests {
             .unwrap()
             .insert("x".into(), f64::NAN.into());
         assert!(!crate::engine::doc::round_trips(&value));
-        let text = crate::engine::doc::to_pretty(&value).unwrap();
-        let path = &file(&dir, "state.json", &text);
-        let kept = keep_written(path, text, value);
+        let printed = crate::engine::doc::print_pretty(&value).unwrap();
+        assert!(!printed.faithful);
+        let path = &file(&dir, "state.json", &printed.text);
+        let kept = keep_written(path, printed, value);
         assert!(kept.value().read_lock::<rhai::Map>().unwrap()["x"].is_unit());
         let plain = crate::engine::doc::parse_json(r#"{"x": [1, "s", null, true, 2.5]}"#).unwrap();
         assert!(crate::engine::doc::round_trips(&plain));

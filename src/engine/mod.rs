@@ -3,6 +3,7 @@
 pub mod doc;
 pub mod doc_cache;
 pub mod effects;
+pub mod exit;
 pub mod handoff;
 pub mod library;
 pub mod patch;

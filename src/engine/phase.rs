@@ -180,17 +180,6 @@ pub fn base_scope(machine: &Machine, args: &PhaseArgs, now: &str) -> Scope<'stat
     scope
 }
 
-static LEAK_SCOPES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// For `metaopt agent`, which runs one phase and exits: the phase's scope is not freed
-/// but left to the process exit. Freeing the copies of a large state a phase binds
-/// (maps of maps) costs tens of milliseconds the exit does for nothing. Commands that
-/// run several phases (`step`, `run`, `demo`, `test`) never call this: the memory of
-/// one phase is reused by the next.
-pub fn leak_scopes_until_exit() {
-    LEAK_SCOPES.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Runs `phase` of `agent` with `args` at time `now`.
 pub fn run_phase(
     machine: &Machine,
@@ -251,9 +240,7 @@ pub fn run_phase(
         outcome = run.engine_error(&e);
     }
     crate::engine::trace::record(&agent.table.agent, &phase.name, &outcome);
-    if LEAK_SCOPES.load(std::sync::atomic::Ordering::Relaxed) {
-        std::mem::forget(run.scope);
-    }
+    crate::engine::exit::drop_scope(run.scope);
     outcome
 }
 

@@ -64,7 +64,7 @@ impl CompiledSchema {
         };
         let wanted = |name: &String| only.is_none_or(|names| names.contains(name));
         let fields = self.table.fields.iter().filter(|(name, _)| wanted(name));
-        self.check_fields("", fields, &map, &mut issues);
+        self.check_fields(&Path::Root, fields, &map, &mut issues);
         issues
     }
 
@@ -78,13 +78,13 @@ impl CompiledSchema {
 
     fn check_fields<'r>(
         &self,
-        prefix: &str,
+        prefix: &Path,
         fields: impl IntoIterator<Item = (&'r String, &'r FieldRule)>,
         map: &Map,
         issues: &mut Vec<String>,
     ) {
         for (name, rule) in fields {
-            let path = join(prefix, name);
+            let path = Path::Field(prefix, name);
             match map.get(name.as_str()) {
                 None => {
                     if rule.required {
@@ -96,11 +96,17 @@ impl CompiledSchema {
         }
     }
 
-    fn check_value(&self, path: &str, rule: &FieldRule, value: &Dynamic, issues: &mut Vec<String>) {
-        let allowed: Vec<&str> = match &rule.types {
-            TypeSpec::Any => vec![],
-            TypeSpec::One(t) => vec![t.as_str()],
-            TypeSpec::Many(ts) => ts.iter().map(String::as_str).collect(),
+    fn check_value(
+        &self,
+        path: &Path,
+        rule: &FieldRule,
+        value: &Dynamic,
+        issues: &mut Vec<String>,
+    ) {
+        let allowed: &[String] = match &rule.types {
+            TypeSpec::Any => &[],
+            TypeSpec::One(t) => std::slice::from_ref(t),
+            TypeSpec::Many(ts) => ts,
         };
         if !allowed.is_empty() && !allowed.iter().any(|t| has_type(value, t)) {
             issues.push(format!(
@@ -176,7 +182,7 @@ impl CompiledSchema {
         if let Some(items) = value.read_lock::<Array>() {
             if let Some(item_rule) = &rule.items {
                 for (i, item) in items.iter().enumerate() {
-                    self.check_value(&format!("{path}[{i}]"), item_rule, item, issues);
+                    self.check_value(&Path::Index(path, i), item_rule, item, issues);
                 }
             }
             if rule.unique {
@@ -188,6 +194,28 @@ impl CompiledSchema {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Where a checked value sits in its document, formatted only for an issue (a large
+/// state has tens of thousands of values and, as a rule, no issue).
+enum Path<'a> {
+    /// The document itself.
+    Root,
+    /// A field of a map.
+    Field(&'a Path<'a>, &'a str),
+    /// An item of a list.
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Field(Path::Root, name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
         }
     }
 }

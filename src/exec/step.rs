@@ -519,6 +519,7 @@ fn apply_outcome(
         turn.warnings
             .push(json!(format!("journal entry not written: {e}")));
     }
+    crate::engine::exit::drop_handoff(outcome.handoff);
     Ok(next)
 }
 
@@ -562,7 +563,7 @@ fn template_directives(
 fn print_side_by_side(
     handoff: &Value,
     new_state: Option<&Dynamic>,
-) -> Result<(String, journal::HandoffParts, Option<String>), String> {
+) -> Result<(String, journal::HandoffParts, Option<doc::Printed>), String> {
     let print_handoff = || {
         let text = to_pretty(handoff);
         let parts = journal::HandoffParts::of(&text, &handoff["state_patch"]);
@@ -578,7 +579,7 @@ fn print_side_by_side(
             .spawn_scoped(s, print_handoff)
             .ok();
         let state_text =
-            doc::to_pretty(new_state).map_err(|e| format!("cannot write state: {e}"))?;
+            doc::print_pretty(new_state).map_err(|e| format!("cannot write state: {e}"))?;
         let (text, parts) = match printer {
             Some(p) => p
                 .join()
@@ -594,20 +595,20 @@ fn print_side_by_side(
 fn persist_state(
     machine: &Machine,
     state: &mut StepState,
-    text: Option<String>,
+    printed: Option<doc::Printed>,
 ) -> Result<(), String> {
     let Some(doc) = state.take() else {
         return Ok(());
     };
     let value = doc.unwrap_value();
     let path = layout(machine, "state");
-    let text = match text {
-        Some(text) => {
-            doc::write_state_text(path, &text)?;
-            text
+    let printed = match printed {
+        Some(printed) => {
+            doc::write_state_text(path, &printed.text)?;
+            printed
         }
         None => doc::write_state(path, &value)?,
     };
-    *state = Some(crate::engine::doc_cache::keep_written(path, text, value));
+    *state = Some(crate::engine::doc_cache::keep_written(path, printed, value));
     Ok(())
 }

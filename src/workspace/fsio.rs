@@ -49,6 +49,31 @@ pub fn read_text_capped(path: &Path) -> Result<String, ReadFailure> {
     String::from_utf8(bytes).map_err(|_| ReadFailure::Unreadable("not valid UTF-8".into()))
 }
 
+/// Whether the file at `path` holds exactly `text`, compared as it is read, a block
+/// at a time: no copy of the file is made. Any error reading it is `false` (the caller
+/// reads it the ordinary way, which reports the error).
+pub fn holds(path: &Path, text: &str) -> bool {
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    if file.metadata().map(|m| m.len()).ok() != Some(text.len() as u64) {
+        return false;
+    }
+    let mut expected = text.as_bytes();
+    let mut block = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut block) {
+            Ok(0) => return expected.is_empty(),
+            Ok(n) => match expected.strip_prefix(&block[..n]) {
+                Some(rest) => expected = rest,
+                None => return false,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Writes `contents` to `path` atomically, creating parent directories.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let parent = write_atomic_unsynced(path, contents)?;
@@ -204,6 +229,25 @@ pub fn natural_key(name: &str) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_compares_the_whole_file_block_by_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // Longer than one block, so the last block is compared too.
+        let text: String = (0..40_000).map(|i| format!("{i:08}")).collect();
+        fs::write(&path, &text).unwrap();
+        assert!(holds(&path, &text));
+        let mut changed = text.clone().into_bytes();
+        *changed.last_mut().unwrap() = b'x';
+        assert!(!holds(&path, std::str::from_utf8(&changed).unwrap()));
+        assert!(!holds(&path, &text[..text.len() - 1]));
+        assert!(!holds(&path, &format!("{text}0")));
+        assert!(!holds(&dir.path().join("missing.json"), ""));
+        assert!(!holds(dir.path(), &text));
+        fs::write(&path, "").unwrap();
+        assert!(holds(&path, ""));
+    }
 
     #[test]
     fn confinement_rejects_escapes() {
