@@ -96,7 +96,7 @@ while IFS=$'\t' read -r size case agent dir _bytes _floor rule; do
     compare "$size step at the roll gate" "$dir" "$n" step
   fi
 done <"$manifest"
-compare "demo --quiet" - 5 demo --quiet
+compare "demo --quiet" - 5 demo --quiet --dir demo
 rm -rf "$run"
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -57,6 +57,8 @@ fn write_each(writes: &[FileWrite], dirs: &mut Vec<PathBuf>) -> Result<(), Strin
 /// Moves each existing file to `<dir>/consumed/<stem>.<n>.<ext>` (n counts up).
 pub fn consume(paths: &[String]) -> Result<Vec<String>, String> {
     let mut moved = Vec::new();
+    // Results sit in one or two directories: each `consumed/` is created once.
+    let mut created: Option<PathBuf> = None;
     for p in paths {
         let path = Path::new(p);
         if !path.is_file() {
@@ -67,7 +69,11 @@ pub fn consume(paths: &[String]) -> Result<Vec<String>, String> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let consumed = dir.join("consumed");
-        std::fs::create_dir_all(&consumed).map_err(|e| format!("{}: {e}", consumed.display()))?;
+        if created.as_ref() != Some(&consumed) {
+            std::fs::create_dir_all(&consumed)
+                .map_err(|e| format!("{}: {e}", consumed.display()))?;
+            created = Some(consumed.clone());
+        }
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -140,6 +140,8 @@ pub struct Inside {
     root: PathBuf,
     /// The directory with symlinks followed; `None` when it leads out of `base`.
     real_root: Option<PathBuf>,
+    /// Directories resolved so far (the paths checked share a few parents).
+    parents: std::cell::RefCell<std::collections::HashMap<PathBuf, PathBuf>>,
 }
 
 impl Inside {
@@ -153,6 +155,7 @@ impl Inside {
             base: base.to_path_buf(),
             root,
             real_root,
+            parents: Default::default(),
         }
     }
 
@@ -174,7 +177,24 @@ impl Inside {
         }
         self.real_root
             .as_ref()
-            .is_some_and(|real_root| resolve(&lexical).starts_with(real_root))
+            .is_some_and(|real_root| self.resolve(&lexical).starts_with(real_root))
+    }
+
+    /// [`resolve`] of `path`, its parent directory resolved once for all the paths
+    /// under it: a path that is not a symlink resolves to its resolved parent joined
+    /// with its name (one `lstat` instead of a walk of every component).
+    fn resolve(&self, path: &Path) -> PathBuf {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return resolve(path);
+        };
+        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return resolve(path);
+        }
+        let mut parents = self.parents.borrow_mut();
+        parents
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| resolve(parent))
+            .join(name)
     }
 }
 
@@ -293,6 +313,35 @@ mod tests {
                 ".ml-metaopt/executor-events"
             ));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn inside_resolves_each_path_with_its_parent_resolved_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let results = base.join(".ml-metaopt/worker-results");
+        fs::create_dir_all(&results).unwrap();
+        fs::write(results.join("a.json"), "{}").unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.json"), results.join("out.json"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), results.join("link")).unwrap();
+        let inside = Inside::new(base, ".ml-metaopt");
+        // The parent is resolved by the first path, then reused for its siblings.
+        assert!(inside.contains(".ml-metaopt/worker-results/a.json"));
+        assert!(inside.contains(".ml-metaopt/worker-results/missing.json"));
+        assert!(
+            !inside.contains(".ml-metaopt/worker-results/out.json"),
+            "a file linked out"
+        );
+        assert!(
+            !inside.contains(".ml-metaopt/worker-results/link/x.json"),
+            "a directory linked out"
+        );
+        assert!(inside.contains(".ml-metaopt/worker-results/a.json"));
+        assert!(!inside.contains("elsewhere/a.json"));
     }
 
     #[test]
