@@ -115,7 +115,7 @@ pub fn run(machine_dir: Option<&Path>, args: AgentArgs) -> i32 {
             crate::say!("{}", to_pretty(&outcome.handoff).trim_end());
             crate::engine::timing::mark("print handoff");
             // The process ends here: its memory goes back without a destructor walk.
-            std::mem::forget(outcome);
+            crate::engine::exit::leave(outcome);
             0
         }
         Err(e) => {

@@ -260,9 +260,11 @@ fn remember(value: Dynamic, source: Source) -> Rc<Doc> {
 /// `(file exists, message)`, as [`crate::engine::sandbox::parse_file`] gives them.
 pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
     // A kept document still current is compared with the file as the file is read
-    // (reading a 10 MB state into a new string and comparing costs 10-15 ms).
+    // (reading a 10 MB state into a new string and comparing costs 10-15 ms). A text
+    // over the read cap is not taken from the cache: reading the file reports it.
     if let Some(doc) = kept_at(path, yaml)
         && let Some(src) = &doc.source
+        && src.text.len() as u64 <= crate::workspace::fsio::MAX_READ_BYTES
         && crate::workspace::fsio::holds(std::path::Path::new(path), &src.text)
     {
         if !doc.is_lent() {
@@ -446,6 +448,22 @@ mod tests {
         std::fs::write(path, "{\"n\": 4}").unwrap();
         let changed = load(path, false).unwrap().unwrap();
         assert!(!Rc::ptr_eq(&written, &changed));
+    }
+
+    #[test]
+    fn a_kept_text_over_the_read_cap_is_refused_as_the_file_would_be() {
+        keep_documents();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cap = crate::workspace::fsio::MAX_READ_BYTES as usize;
+        let text = format!("{{\"pad\": \"{}\"}}\n", "x".repeat(cap));
+        let path = &file(&dir, "state.json", &text);
+        let printed = crate::engine::doc::Printed {
+            text,
+            faithful: true,
+        };
+        keep_written(path, printed, Dynamic::UNIT);
+        let err = load(path, false).expect_err("over the cap");
+        assert!(err.1.contains("over the"), "{}", err.1);
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn write_each(writes: &[FileWrite], dirs: &mut Vec<PathBuf>) -> Result<(), Strin
 pub fn consume(paths: &[String]) -> Result<Vec<String>, String> {
     let mut moved = Vec::new();
     // Results sit in one or two directories: each `consumed/` is created once.
-    let mut created: Option<PathBuf> = None;
+    let mut created: Vec<PathBuf> = Vec::new();
     for p in paths {
         let path = Path::new(p);
         if !path.is_file() {
@@ -69,10 +69,10 @@ pub fn consume(paths: &[String]) -> Result<Vec<String>, String> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let consumed = dir.join("consumed");
-        if created.as_ref() != Some(&consumed) {
+        if !created.contains(&consumed) {
             std::fs::create_dir_all(&consumed)
                 .map_err(|e| format!("{}: {e}", consumed.display()))?;
-            created = Some(consumed.clone());
+            created.push(consumed.clone());
         }
         let stem = path
             .file_stem()

@@ -15,7 +15,8 @@ pub fn leave_phase_scopes() {
     LEAVE_SCOPES.store(true, Ordering::Relaxed);
 }
 
-/// From now on, a step's handoffs are left to the process exit (`metaopt step`).
+/// From now on, a step's handoffs are left to the process exit (`metaopt step`); a step
+/// then holds every handoff it made (one per phase, three or four) until it ends.
 pub fn leave_step_handoffs() {
     LEAVE_HANDOFFS.store(true, Ordering::Relaxed);
 }
@@ -28,6 +29,11 @@ pub fn drop_scope(scope: rhai::Scope<'_>) {
 /// Drops a step's handoff, or leaves it to the exit (see [`leave_step_handoffs`]).
 pub fn drop_handoff(handoff: serde_json::Value) {
     leave_or_drop(&LEAVE_HANDOFFS, handoff);
+}
+
+/// Leaves `value` to the process exit: for a command that returns right after.
+pub fn leave<T>(value: T) {
+    std::mem::forget(value);
 }
 
 fn leave_or_drop<T>(flag: &AtomicBool, value: T) {

@@ -209,11 +209,22 @@ enum Path<'a> {
     Index(&'a Path<'a>, usize),
 }
 
+impl Path<'_> {
+    /// Whether the path prints as nothing (the root, or fields named `""` under it).
+    fn is_empty(&self) -> bool {
+        match self {
+            Path::Root => true,
+            Path::Field(parent, name) => name.is_empty() && parent.is_empty(),
+            Path::Index(..) => false,
+        }
+    }
+}
+
 impl std::fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Path::Root => Ok(()),
-            Path::Field(Path::Root, name) => f.write_str(name),
+            Path::Field(parent, name) if parent.is_empty() => f.write_str(name),
             Path::Field(parent, name) => write!(f, "{parent}.{name}"),
             Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
         }

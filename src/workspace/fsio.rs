@@ -60,7 +60,7 @@ pub fn holds(path: &Path, text: &str) -> bool {
         return false;
     }
     let mut expected = text.as_bytes();
-    let mut block = vec![0u8; 256 * 1024];
+    let mut block = vec![0u8; text.len().clamp(1, 256 * 1024)];
     loop {
         match file.read(&mut block) {
             Ok(0) => return expected.is_empty(),
@@ -133,7 +133,9 @@ pub fn resolves_inside(base: &Path, path: &str, dir: &str) -> bool {
 }
 
 /// [`resolves_inside`] for many paths under one `base/dir`: the directory is resolved
-/// once (a gate that consumes 1,000 result files checks each of them).
+/// once (a gate that consumes 1,000 result files checks each of them), and so is each
+/// parent directory of the paths checked. Build one per batch of checks: it does not
+/// see directories that change after it resolved them.
 #[derive(Debug, Clone)]
 pub struct Inside {
     base: PathBuf,
