@@ -4,8 +4,9 @@
 //! campaign file every step; parsing, converting and schema-checking a 10 MB
 //! state costs about 0.2 s each time. The file is read every time and a kept
 //! document is used only when the text is byte for byte the one it was parsed
-//! from: reading and comparing is cheap, and no file-system clock or inode
-//! reuse can make a stale copy look current. The cache holds a few entries
+//! from (compared block by block as the file is read, without copying it):
+//! reading and comparing is cheap, and no file-system clock or inode reuse can
+//! make a stale copy look current. The cache holds a few entries
 //! (the smallest goes first: large documents are the ones worth keeping).
 //! Only processes that run several phases keep documents ([`keep_documents`],
 //! called by the orchestrator step): a single `metaopt agent` phase reads each
