@@ -14,7 +14,7 @@ use crate::exec::directives::{self, ExecutorKind};
 use crate::exec::journal;
 use crate::machine::Machine;
 use crate::machine::model::StateKind;
-use crate::workspace::fsio::{Inside, write_atomic};
+use crate::workspace::fsio::{Inside, write_atomic_if_changed};
 use crate::workspace::lock::ProjectLock;
 use rhai::Dynamic;
 use serde::Serialize;
@@ -213,9 +213,9 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     // Every step re-validates the campaign: LOAD_CAMPAIGN's phase runs each time.
     let (load_agent, load_phase) = dispatch(machine, &initial, &state)?;
     let load_outcome = run_named(machine, &load_agent, &load_phase, &args, &now)?;
-    write_atomic(
+    write_atomic_if_changed(
         Path::new(&args.load_handoff),
-        to_pretty(&load_outcome.handoff).as_bytes(),
+        &to_pretty(&load_outcome.handoff),
     )
     .map_err(|e| format!("{}: {e}", args.load_handoff))?;
     let mut load_outcome = Some(load_outcome);
@@ -393,7 +393,7 @@ fn apply_outcome(
 
     let next = if !found.is_empty() {
         // Protocol violation: keep the handoff, block, run the violation directives.
-        write_atomic(Path::new(&handoff_path), handoff_text.as_bytes())
+        write_atomic_if_changed(Path::new(&handoff_path), &handoff_text)
             .map_err(|e| format!("{handoff_path}: {e}"))?;
         let target = machine.policy.orchestrator.protocol_violation_state.clone();
         let directives = protocol_directives(machine, args, now)?;
@@ -420,13 +420,13 @@ fn apply_outcome(
         persist_state(machine, state, None)?;
         target
     } else if outcome.is_error {
-        write_atomic(Path::new(&handoff_path), handoff_text.as_bytes())
+        write_atomic_if_changed(Path::new(&handoff_path), &handoff_text)
             .map_err(|e| format!("{handoff_path}: {e}"))?;
         current.to_string()
     } else {
         effects::apply_writes(&outcome.writes)?;
         crate::engine::timing::mark("phase writes");
-        write_atomic(Path::new(&handoff_path), handoff_text.as_bytes())
+        write_atomic_if_changed(Path::new(&handoff_path), &handoff_text)
             .map_err(|e| format!("{handoff_path}: {e}"))?;
         let recommended = outcome.handoff["recommended_next_machine_state"]
             .as_str()

@@ -81,6 +81,18 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// [`write_atomic`], unless the file already holds exactly `text` (compared as it is
+/// read): then nothing is written. For files a step rewrites with, as a rule, the same
+/// text (the load handoff, a poll's handoff): two `fsync`s saved each time. The file
+/// found is what is on disk (after a crash, the page cache is the disk), so a write that
+/// did not survive is made again.
+pub fn write_atomic_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
+    if holds(path, text) {
+        return Ok(());
+    }
+    write_atomic(path, text.as_bytes())
+}
+
 /// [`write_atomic`] without the directory sync: the file is complete on disk, its
 /// rename durable once [`sync_dir`] runs on the directory returned (writers of several
 /// files sync each directory once, at the end).
@@ -251,6 +263,23 @@ pub fn natural_key(name: &str) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unchanged_file_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h/load.json");
+        write_atomic_if_changed(&path, "{}\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{}\n");
+        // An atomic write renames a new file into place: a new inode.
+        let inode = fs::metadata(&path).unwrap().ino();
+        write_atomic_if_changed(&path, "{}\n").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "left as it was");
+        write_atomic_if_changed(&path, "{\"a\": 1}\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\": 1}\n");
+        assert_ne!(fs::metadata(&path).unwrap().ino(), inode, "written again");
+    }
 
     #[test]
     fn holds_compares_the_whole_file_block_by_block() {
