@@ -262,10 +262,9 @@ fn remember(value: Dynamic, source: Source) -> Rc<Doc> {
 pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
     // A kept document still current is compared with the file as the file is read
     // (reading a 10 MB state into a new string and comparing costs 10-15 ms). A text
-    // over the read cap is not taken from the cache: reading the file reports it.
+    // over the read cap never holds: reading the file reports it.
     if let Some(doc) = kept_at(path, yaml)
         && let Some(src) = &doc.source
-        && src.text.len() as u64 <= crate::workspace::fsio::MAX_READ_BYTES
         && crate::workspace::fsio::holds(std::path::Path::new(path), &src.text)
     {
         if !doc.is_lent() {

@@ -390,11 +390,15 @@ fn apply_outcome(
         .map_err(|e| format!("{}: {e}", layout(machine, "state")))?;
     crate::engine::timing::mark("print handoff and state");
     let mut executed = Vec::new();
+    // Every outcome keeps its handoff; where in the order depends on the outcome.
+    let write_handoff = || {
+        write_atomic_if_changed(Path::new(&handoff_path), &handoff_text)
+            .map_err(|e| format!("{handoff_path}: {e}"))
+    };
 
     let next = if !found.is_empty() {
         // Protocol violation: keep the handoff, block, run the violation directives.
-        write_atomic_if_changed(Path::new(&handoff_path), &handoff_text)
-            .map_err(|e| format!("{handoff_path}: {e}"))?;
+        write_handoff()?;
         let target = machine.policy.orchestrator.protocol_violation_state.clone();
         let directives = protocol_directives(machine, args, now)?;
         let blocked = value(state).map(|s| s.clone());
@@ -420,14 +424,12 @@ fn apply_outcome(
         persist_state(machine, state, None)?;
         target
     } else if outcome.is_error {
-        write_atomic_if_changed(Path::new(&handoff_path), &handoff_text)
-            .map_err(|e| format!("{handoff_path}: {e}"))?;
+        write_handoff()?;
         current.to_string()
     } else {
         effects::apply_writes(&outcome.writes)?;
         crate::engine::timing::mark("phase writes");
-        write_atomic_if_changed(Path::new(&handoff_path), &handoff_text)
-            .map_err(|e| format!("{handoff_path}: {e}"))?;
+        write_handoff()?;
         let recommended = outcome.handoff["recommended_next_machine_state"]
             .as_str()
             .map(str::to_string);

@@ -51,8 +51,12 @@ pub fn read_text_capped(path: &Path) -> Result<String, ReadFailure> {
 
 /// Whether the file at `path` holds exactly `text`, compared as it is read, a block
 /// at a time: no copy of the file is made. Any error reading it is `false` (the caller
-/// reads it the ordinary way, which reports the error).
+/// reads it the ordinary way, which reports the error), and so is a text over
+/// [`MAX_READ_BYTES`], which [`read_text_capped`] refuses.
 pub fn holds(path: &Path, text: &str) -> bool {
+    if text.len() as u64 > MAX_READ_BYTES {
+        return false;
+    }
     let Ok(mut file) = fs::File::open(path) else {
         return false;
     };
