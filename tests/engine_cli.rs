@@ -358,3 +358,58 @@ fn runaway_guard_is_stopped_by_the_sandbox() {
     assert!(summary.contains("operation limit"), "{turn}");
     assert_eq!(p.read(".ml-metaopt/state.json"), before, "state untouched");
 }
+
+#[test]
+fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
+    // Two copies of one campaign: the shipped tables, and the same tables without any
+    // `unread:` column (every phase then builds the whole state).
+    let p = Project::example();
+    let mut whole = Project::example();
+    let m = whole.own_machine();
+    for table in [
+        "agents/orchestrator.yaml",
+        "agents/remote-execution-control.yaml",
+    ] {
+        let path = m.join(table);
+        let text = std::fs::read_to_string(&path).expect("table");
+        let stripped: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("unread:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(stripped, text, "{table} declares unread fields");
+        std::fs::write(&path, stripped).expect("write table");
+    }
+    let phases = [
+        ("LOCAL_SANITY", "gate_local_sanity"),
+        ("LAUNCH_SWEEP", "plan_launch"),
+        ("WAIT_FOR_SWEEP", "poll_sweep"),
+        ("ANALYZE", "analyze"),
+    ];
+    for (state, mode) in phases {
+        let turn = p.sim_until(state, 80);
+        assert_eq!(turn["machine_state"], state, "{turn}");
+        assert!(
+            p.state()["current_proposals"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()),
+            "the pools hold proposals"
+        );
+        for (agent, mode) in [
+            ("metaopt-orchestrator", "gate"),
+            ("metaopt-remote-execution-control", mode),
+        ] {
+            let _ = std::fs::remove_dir_all(whole.path(".ml-metaopt"));
+            copy_dir(&p.path(".ml-metaopt"), &whole.path(".ml-metaopt"));
+            let args = ["agent", agent, "--mode", mode, "--apply-state"];
+            let (a, b) = (p.run(&args), whole.run(&args));
+            assert!(a.status.success(), "{}", text(&a));
+            assert_eq!(text(&a), text(&b), "{agent} {mode}: output");
+            assert_eq!(
+                p.read(".ml-metaopt/state.json"),
+                whole.read(".ml-metaopt/state.json"),
+                "{agent} {mode}: state written"
+            );
+        }
+    }
+}

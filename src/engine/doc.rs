@@ -6,8 +6,12 @@
 //! Scalars follow serde_json's reading: an integer that fits in i64 is an
 //! integer, any other number a float; `null` is `()`.
 
+use crate::engine::unread::Unread;
 use rhai::{Array, Dynamic, ImmutableString, Map};
 use serde_json::Value;
+
+/// What scripts and messages call a field left unread ([`Unread`]).
+pub const UNREAD_TYPE: &str = "unread field (see `unread:` in the phase's agent table)";
 
 /// Parses JSON text into a script value (serde_json's errors and recursion limit).
 pub fn parse_json(text: &str) -> Result<Dynamic, serde_json::Error> {
@@ -22,7 +26,7 @@ pub fn parse_json(text: &str) -> Result<Dynamic, serde_json::Error> {
 /// `Dynamic` builds every map twice (its map goes through the generic
 /// `From<BTreeMap<K, T>>`, which collects it again): a quarter of the parse of a large
 /// state. Here each map and list is built once, keys straight from the text.
-struct ScriptValue;
+pub(crate) struct ScriptValue;
 
 impl<'de> serde::de::DeserializeSeed<'de> for ScriptValue {
     type Value = Dynamic;
@@ -76,13 +80,13 @@ impl<'de> serde::de::Visitor<'de> for ScriptValue {
 }
 
 /// A map key read straight into rhai's key type (short keys stay inline: no allocation).
-struct MapKey;
+pub(crate) struct MapKey;
 
 /// rhai's map key type (a small-string type rhai does not export by name).
-type Key = <Map as KeyOf>::Key;
+pub(crate) type Key = <Map as KeyOf>::Key;
 
 /// Names the key type of a map.
-trait KeyOf {
+pub(crate) trait KeyOf {
     type Key;
 }
 
@@ -198,6 +202,9 @@ impl serde::Serialize for Faithful<'_> {
             }
             return seq.end();
         }
+        if let Some(u) = self.value.read_lock::<Unread>() {
+            return at(&u.value()).serialize(ser);
+        }
         if !plain_scalar(self.value) {
             self.faithful.set(false);
         }
@@ -221,6 +228,9 @@ pub fn write_state_text(path: &str, text: &str) -> Result<(), String> {
 
 /// Compact JSON of `value` (how messages quote a value).
 pub fn json_text(value: &Dynamic) -> String {
+    if let Some(u) = value.read_lock::<Unread>() {
+        return json_text(&u.value());
+    }
     serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
 }
 
@@ -240,6 +250,8 @@ pub fn type_name(value: &Dynamic) -> &'static str {
         "array"
     } else if value.is_map() {
         "object"
+    } else if value.is::<Unread>() {
+        UNREAD_TYPE
     } else {
         value.type_name()
     }
@@ -292,6 +304,11 @@ pub fn field_str(value: &Dynamic, key: &str) -> Option<String> {
 /// True when `a` and `b` are the same JSON document (an integer never equals a float,
 /// as with `serde_json::Value`).
 pub fn same(a: &Dynamic, b: &Dynamic) -> bool {
+    if (a.is_variant() || b.is_variant())
+        && let Some(found) = same_unread(a, b)
+    {
+        return found;
+    }
     // Most common first: strings, integers, maps, arrays.
     if let Some(x) = a.read_lock::<ImmutableString>() {
         return b
@@ -326,6 +343,17 @@ pub fn same(a: &Dynamic, b: &Dynamic) -> bool {
     a.is_unit() || json_text(a) == json_text(b)
 }
 
+/// [`same`] when `a` or `b` is a field left unread (compared as text, or parsed).
+fn same_unread(a: &Dynamic, b: &Dynamic) -> Option<bool> {
+    if let Some(x) = a.read_lock::<Unread>() {
+        return Some(match b.read_lock::<Unread>() {
+            Some(y) if x.same_as(&y) => true,
+            _ => same(&x.value(), b),
+        });
+    }
+    b.read_lock::<Unread>().map(|y| same(a, &y.value()))
+}
+
 /// The deepest nesting of arrays and maps in `value` (a scalar: 0); stops counting past `limit`.
 pub fn nesting(value: &Dynamic, limit: usize) -> usize {
     fn walk(v: &Dynamic, depth: usize, limit: usize) -> usize {
@@ -344,6 +372,8 @@ pub fn nesting(value: &Dynamic, limit: usize) -> usize {
                 .map(|c| walk(c, depth + 1, limit))
                 .fold(depth + 1, usize::max);
         }
+        // A field left unread counts as a scalar: it was read within the nesting
+        // limit where it stands, and is written back there.
         depth
     }
     walk(value, 0, limit)
@@ -397,6 +427,9 @@ fn plain_scalar(value: &Dynamic) -> bool {
 /// A script value as JSON: `()` is null, a non-finite float is null, a character is a
 /// string; other script types (function pointers, ...) print as serde_json prints them.
 pub fn to_json(value: &Dynamic) -> Value {
+    if let Some(u) = value.read_lock::<Unread>() {
+        return to_json(&u.value());
+    }
     if let Some(m) = value.read_lock::<Map>() {
         return Value::Object(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect());
     }

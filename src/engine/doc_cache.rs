@@ -157,11 +157,45 @@ thread_local! {
     static LENT: RefCell<Vec<Rc<Doc>>> = const { RefCell::new(Vec::new()) };
     /// A phase is running: kept documents it reads are lent to it.
     static LENDING: Cell<bool> = const { Cell::new(false) };
+    /// The running phase's `unread:` column.
+    static UNREAD: RefCell<indexmap::IndexMap<String, Vec<String>>> =
+        RefCell::new(indexmap::IndexMap::new());
 }
 
 /// A phase starts: until [`settle`], kept maps it reads are lent to it, not copied.
 pub fn begin_phase() {
     LENDING.with(|l| l.set(true));
+}
+
+/// The fields the running phase leaves unread in documents read with each schema
+/// (its `unread:` column; see [`crate::engine::unread`]).
+pub fn leave_unread(unread: &indexmap::IndexMap<String, Vec<String>>) {
+    UNREAD.with(|u| u.replace(unread.clone()));
+}
+
+/// The fields to leave unread in a document read with `schema`, when the process keeps
+/// no documents (a kept document serves later phases, which may read everything).
+pub fn unread_for(schema: &str) -> Option<Vec<String>> {
+    if keeping() {
+        return None;
+    }
+    UNREAD.with(|u| u.borrow().get(schema).cloned())
+}
+
+/// The JSON document at `path` with the top-level fields in `unread` left unread, each
+/// scanned against its schema rule ([`crate::engine::unread::parse_json_leaving`]);
+/// never kept. Results as [`load`].
+pub fn load_leaving(
+    path: &str,
+    unread: &[(&str, Option<&crate::machine::model::FieldRule>)],
+) -> Result<Option<Rc<Doc>>, (bool, String)> {
+    let text = Rc::new(crate::engine::sandbox::read_file(path)?);
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::engine::unread::parse_json_leaving(&text, unread)
+        .map(|value| Some(Rc::new(Doc::new(value))))
+        .map_err(|e| crate::engine::sandbox::json_error(&text, &e))
 }
 
 /// Whether the running phase holds a lent document (one [`settle`] must take back).

@@ -14,4 +14,5 @@ pub mod schema;
 pub mod template;
 pub mod timing;
 pub mod trace;
+pub mod unread;
 pub mod workers;

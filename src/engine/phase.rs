@@ -200,6 +200,7 @@ pub fn run_phase(
     };
     crate::engine::timing::mark("phase start");
     crate::engine::doc_cache::begin_phase();
+    crate::engine::doc_cache::leave_unread(&phase.def.unread);
     let decided = run.decide();
     crate::engine::timing::mark("decide");
     let mut outcome = match decided {

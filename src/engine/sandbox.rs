@@ -569,6 +569,26 @@ fn read_fields(path: &str, fields: &Array) -> Map {
     }
 }
 
+/// [`crate::engine::doc_cache::load_leaving`] with each unread field's rule in `schema`
+/// (a schema that does not build: the document is loaded whole, and its check reports it).
+fn load_leaving(
+    ctx: &NativeCallContext,
+    shared: &Rc<RefCell<SharedTables>>,
+    path: &str,
+    schema: &str,
+    unread: &[String],
+) -> Result<Option<Rc<crate::engine::doc_cache::Doc>>, (bool, String)> {
+    let tables = shared.borrow();
+    let Some(Ok(built)) = tables.schemas.get(schema).map(|s| s.get(ctx.engine())) else {
+        return crate::engine::doc_cache::load(path, false);
+    };
+    let rules: Vec<_> = unread
+        .iter()
+        .map(|f| (f.as_str(), built.schema.table.fields.get(f)))
+        .collect();
+    crate::engine::doc_cache::load_leaving(path, &rules)
+}
+
 fn read_doc(
     ctx: &NativeCallContext,
     shared: &Rc<RefCell<SharedTables>>,
@@ -576,7 +596,11 @@ fn read_doc(
     yaml: bool,
     schema: &str,
 ) -> Map {
-    match crate::engine::doc_cache::load(path, yaml) {
+    let loaded = match crate::engine::doc_cache::unread_for(schema) {
+        Some(unread) if !yaml => load_leaving(ctx, shared, path, schema, &unread),
+        _ => crate::engine::doc_cache::load(path, yaml),
+    };
+    match loaded {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
         Ok(Some(doc)) => {
             crate::engine::timing::mark("read and parse");
@@ -598,6 +622,19 @@ fn read_doc(
 }
 
 fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) {
+    use crate::engine::unread::Unread;
+    // A field the phase declared unread: any use is an error naming it.
+    engine.register_type_with_name::<Unread>(crate::engine::doc::UNREAD_TYPE);
+    engine.register_indexer_get(
+        |u: &mut Unread, _: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+            Err(u.refusal().into())
+        },
+    );
+    engine.register_indexer_get(
+        |u: &mut Unread, _: rhai::INT| -> Result<Dynamic, Box<EvalAltResult>> {
+            Err(u.refusal().into())
+        },
+    );
     let s = shared.clone();
     engine.register_fn("read_json", move |ctx: NativeCallContext, path: &str| {
         read_doc(&ctx, &s, path, false, "")

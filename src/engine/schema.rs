@@ -103,6 +103,12 @@ impl CompiledSchema {
         value: &Dynamic,
         issues: &mut Vec<String>,
     ) {
+        if value.is_variant()
+            && let Some(unread) = value.read_lock::<crate::engine::unread::Unread>()
+        {
+            // Checked as the rule sees it, without building the rest.
+            return self.check_value(path, rule, unread.view(), issues);
+        }
         let allowed: &[String] = match &rule.types {
             TypeSpec::Any => &[],
             TypeSpec::One(t) => std::slice::from_ref(t),

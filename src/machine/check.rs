@@ -8,7 +8,7 @@
 
 use super::graph::{DirectiveItem, FlatItem, FlatRule, Node, RawAgent, RawMachine, Target};
 use super::graph::{TransitionKind, literal};
-use super::model::{PolicyTable, StateKind};
+use super::model::{PolicyTable, SchemaTable, StateKind};
 use super::{Machine, TableSource, suggest};
 use indexmap::IndexMap;
 use serde_yaml::Value as Yaml;
@@ -78,6 +78,7 @@ pub fn check(source: &TableSource) -> Vec<Finding> {
             c.reachability(m);
         }
         c.rules(m);
+        c.unread(m);
         c.policy(m);
     }
     let mut findings = c.findings;
@@ -650,6 +651,69 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `unread:` columns: each names a schema table and top-level fields of it, and the
+    /// phase's own steps never mention those fields (a use would fail at run time).
+    fn unread(&mut self, m: &RawMachine) {
+        for agent in &m.agents {
+            for phase in &agent.phases {
+                let Some(def) = agent.table.phases.get(&phase.name) else {
+                    continue;
+                };
+                for (schema, fields) in &def.unread {
+                    let anchors = [
+                        Anchor::Key("phases"),
+                        Anchor::Key(&phase.name),
+                        Anchor::Key("unread"),
+                    ];
+                    let rel = format!("schemas/{schema}.yaml");
+                    let table = self
+                        .source
+                        .get(&rel)
+                        .and_then(|text| serde_yaml::from_str::<SchemaTable>(text).ok());
+                    let Some(table) = table else {
+                        self.push(
+                            &agent.file,
+                            &anchors,
+                            "unknown-reference",
+                            format!(
+                                "`unread:` of `{}` names schema `{schema}`, which has no table {rel}",
+                                agent.label(&phase.name)
+                            ),
+                            "name a schema of machine/schemas/ (the one the phase reads the document with)".into(),
+                        );
+                        continue;
+                    };
+                    for field in fields {
+                        if !table.fields.contains_key(field) {
+                            self.push(
+                                &agent.file,
+                                &anchors,
+                                "unknown-reference",
+                                format!(
+                                    "`unread:` of `{}` names `{field}`, not a top-level field of schema `{schema}`{}",
+                                    agent.label(&phase.name),
+                                    suggest(field, table.fields.keys())
+                                ),
+                                format!("use a field listed under `fields:` in {rel}"),
+                            );
+                        } else if let Some(at) = mentions_field(&phase.items, field) {
+                            self.push(
+                                &agent.file,
+                                &anchors,
+                                "unread-field-used",
+                                format!(
+                                    "`{}` declares `{field}` unread, but {at} mentions it",
+                                    agent.label(&phase.name)
+                                ),
+                                format!("remove `{field}` from `unread:`, or stop reading it in the phase"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn shadowed(&mut self, agent: &RawAgent, phase: &str, items: &[FlatItem]) {
         for (i, item) in items.iter().enumerate() {
             let FlatItem::Rule(rule) = item else {
@@ -1012,6 +1076,45 @@ fn directive_problems(
 }
 
 /// Identifiers of a guard (names it may read).
+/// The first step of `items` that mentions `field`: as a property (`.field`), a quoted
+/// name (`"field"`, `'field'`: an index) or a whole key (`set:`, `append:`); described
+/// for a finding.
+fn mentions_field(items: &[FlatItem], field: &str) -> Option<String> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mentions = |text: &str| {
+        text == field
+            || text.match_indices(field).any(|(at, _)| {
+                let before = text[..at].chars().next_back();
+                let after = text[at + field.len()..].chars().next();
+                let quoted = |q: char| before == Some(q) && after == Some(q);
+                (before == Some('.') && !after.is_some_and(is_ident)) || quoted('"') || quoted('\'')
+            })
+    };
+    items.iter().find_map(|item| {
+        let (step, what) = match item {
+            FlatItem::Bind { step, .. } => (&**step, "a `let:` step".to_string()),
+            FlatItem::Rule(rule) => (&rule.step, format!("rule `{}`", rule.name)),
+        };
+        // Each string of the step, so that escaping cannot hide or fake a quote.
+        let yaml = serde_yaml::to_value(step).ok()?;
+        strings_of(&yaml).any(&mentions).then_some(what)
+    })
+}
+
+/// Every string of a YAML value, keys included.
+fn strings_of(v: &Yaml) -> Box<dyn Iterator<Item = &str> + '_> {
+    match v {
+        Yaml::String(s) => Box::new(std::iter::once(s.as_str())),
+        Yaml::Sequence(items) => Box::new(items.iter().flat_map(strings_of)),
+        Yaml::Mapping(m) => Box::new(
+            m.iter()
+                .flat_map(|(k, v)| strings_of(k).chain(strings_of(v))),
+        ),
+        Yaml::Tagged(t) => strings_of(&t.value),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
 fn identifiers(guard: &str) -> impl Iterator<Item = &str> {
     guard
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))

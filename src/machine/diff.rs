@@ -306,6 +306,7 @@ fn agent(d: &mut Diff, o: &RawAgent, n: &RawAgent) {
             for (field, ov, nv) in [
                 ("description", json!(od.description), json!(nd.description)),
                 ("secondary", json!(od.secondary), json!(nd.secondary)),
+                ("unread", json!(od.unread), json!(nd.unread)),
             ] {
                 if ov != nv {
                     d.add_values(

@@ -98,6 +98,11 @@ pub struct PhaseDef {
     pub secondary: bool,
     /// `steps: [...]` — bindings and rules, evaluated in order; first rule whose guard holds wins.
     pub steps: Vec<StepDef>,
+    /// `unread: {schema: [field, ...]}` — top-level fields of documents read with that
+    /// schema which this phase never reads: scanned and checked, not built (see
+    /// `engine::unread`).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub unread: IndexMap<String, Vec<String>>,
 }
 
 /// One entry of a `steps` list: `{use: fragment}`, `{let: {...}}` or a rule.
