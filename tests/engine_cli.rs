@@ -359,6 +359,35 @@ fn runaway_guard_is_stopped_by_the_sandbox() {
     assert_eq!(p.read(".ml-metaopt/state.json"), before, "state untouched");
 }
 
+/// Every file under `dir` (but the tables copy) with its bytes.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(
+        root: &std::path::Path,
+        at: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    ) {
+        for entry in std::fs::read_dir(at).expect("read dir").flatten() {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("inside")
+                .to_string_lossy()
+                .to_string();
+            if rel == "machine-copy" {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
 #[test]
 fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
     // Two copies of one campaign: the shipped tables, and the same tables without any
@@ -366,27 +395,41 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
     let p = Project::example();
     let mut whole = Project::example();
     let m = whole.own_machine();
-    for table in [
-        "agents/orchestrator.yaml",
-        "agents/remote-execution-control.yaml",
-    ] {
-        let path = m.join(table);
-        let text = std::fs::read_to_string(&path).expect("table");
+    let mut stripped_tables = 0;
+    for entry in std::fs::read_dir(m.join("agents"))
+        .expect("agents")
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).expect("table");
         let stripped: String = text
             .lines()
             .filter(|l| !l.trim_start().starts_with("unread:"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_ne!(stripped, text, "{table} declares unread fields");
-        std::fs::write(&path, stripped).expect("write table");
+        if stripped != text {
+            stripped_tables += 1;
+            std::fs::write(entry.path(), stripped).expect("write table");
+        }
     }
-    let phases = [
-        ("LOCAL_SANITY", "gate_local_sanity"),
-        ("LAUNCH_SWEEP", "plan_launch"),
-        ("WAIT_FOR_SWEEP", "poll_sweep"),
-        ("ANALYZE", "analyze"),
+    assert!(stripped_tables >= 4, "the tables declare unread fields");
+    let remote = "metaopt-remote-execution-control";
+    let cases = [
+        (
+            "SELECT_AND_DESIGN_SWEEP",
+            "metaopt-hydrate-state",
+            "hydrate",
+        ),
+        (
+            "SELECT_AND_DESIGN_SWEEP",
+            "metaopt-select-design",
+            "plan_select_design",
+        ),
+        ("LOCAL_SANITY", remote, "gate_local_sanity"),
+        ("LAUNCH_SWEEP", remote, "plan_launch"),
+        ("WAIT_FOR_SWEEP", remote, "poll_sweep"),
+        ("ANALYZE", remote, "analyze"),
     ];
-    for (state, mode) in phases {
+    for (state, agent, mode) in cases {
         let turn = p.sim_until(state, 80);
         assert_eq!(turn["machine_state"], state, "{turn}");
         assert!(
@@ -395,20 +438,20 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
                 .is_some_and(|a| !a.is_empty()),
             "the pools hold proposals"
         );
-        for (agent, mode) in [
-            ("metaopt-orchestrator", "gate"),
-            ("metaopt-remote-execution-control", mode),
-        ] {
+        for (agent, mode) in [("metaopt-orchestrator", "gate"), (agent, mode)] {
             let _ = std::fs::remove_dir_all(whole.path(".ml-metaopt"));
             copy_dir(&p.path(".ml-metaopt"), &whole.path(".ml-metaopt"));
+            let _ = std::fs::remove_file(whole.path("AGENTS.md"));
+            if p.path("AGENTS.md").exists() {
+                std::fs::copy(p.path("AGENTS.md"), whole.path("AGENTS.md")).expect("copy hook");
+            }
             let args = ["agent", agent, "--mode", mode, "--apply-state"];
             let (a, b) = (p.run(&args), whole.run(&args));
             assert!(a.status.success(), "{}", text(&a));
             assert_eq!(text(&a), text(&b), "{agent} {mode}: output");
-            assert_eq!(
-                p.read(".ml-metaopt/state.json"),
-                whole.read(".ml-metaopt/state.json"),
-                "{agent} {mode}: state written"
+            assert!(
+                snapshot(p.dir.path()) == snapshot(whole.dir.path()),
+                "{agent} {mode}: the files written differ"
             );
         }
     }

@@ -890,3 +890,60 @@ fn docs_reject_unknown_and_unterminated_regions() {
         "{out}"
     );
 }
+
+#[test]
+fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
+    let t = Tables::new();
+    // plan_background_work reads both pools: declaring one unread is a finding.
+    t.edit_after(
+        "agents/background-control.yaml",
+        "plan_background_work:",
+        "    steps:",
+        "    unread: { state: [current_proposals] }\n    steps:",
+    );
+    assert_finding(
+        &t,
+        "agents/background-control.yaml",
+        "unread-field-used",
+        &["plan_background_work", "`current_proposals`", "mentions it"],
+    );
+    // A dotted `set:` key below the field is a use too.
+    let t = Tables::new();
+    t.edit_after(
+        "agents/remote-execution-control.yaml",
+        "poll_sweep:",
+        "unread: { state: [current_proposals, next_proposals] }",
+        "unread: { state: [current_proposals, next_proposals, proposal_cycle] }",
+    );
+    t.edit_after(
+        "agents/remote-execution-control.yaml",
+        "poll_sweep:",
+        "        set:\n",
+        "        set:\n          proposal_cycle.current_pool_frozen: true\n",
+    );
+    assert_finding(
+        &t,
+        "agents/remote-execution-control.yaml",
+        "unread-field-used",
+        &["poll_sweep", "`proposal_cycle`"],
+    );
+    // Unknown schema and unknown field, with a suggestion.
+    let t = Tables::new();
+    t.edit(
+        "agents/orchestrator.yaml",
+        "unread: { state: [current_proposals, next_proposals] }",
+        "unread: { state: [current_proposal], stat: [x] }",
+    );
+    assert_finding(
+        &t,
+        "agents/orchestrator.yaml",
+        "unknown-reference",
+        &["`current_proposal`", "did you mean `current_proposals`"],
+    );
+    assert_finding(
+        &t,
+        "agents/orchestrator.yaml",
+        "unknown-reference",
+        &["schema `stat`", "schemas/stat.yaml"],
+    );
+}

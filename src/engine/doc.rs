@@ -6,7 +6,7 @@
 //! Scalars follow serde_json's reading: an integer that fits in i64 is an
 //! integer, any other number a float; `null` is `()`.
 
-use crate::engine::unread::Unread;
+use crate::engine::unread::{Unread, may_be_unread};
 use rhai::{Array, Dynamic, ImmutableString, Map};
 use serde_json::Value;
 
@@ -115,13 +115,47 @@ impl<'de> serde::de::Visitor<'de> for MapKey {
 /// never built (nor held to the nesting limit): a peek at one field of a large state
 /// costs a scan, not a parse. A text that is not an object is parsed whole.
 pub fn parse_json_fields(text: &str, fields: &[&str]) -> Result<Dynamic, serde_json::Error> {
+    struct Listed<'f>(&'f [&'f str]);
+    impl<'de> TopLevelFields<'de> for Listed<'_> {
+        fn read<A: serde::de::MapAccess<'de>>(
+            &self,
+            key: &str,
+            entries: &mut A,
+        ) -> Result<Option<Dynamic>, A::Error> {
+            if self.0.contains(&key) {
+                entries.next_value_seed(ScriptValue).map(Some)
+            } else {
+                entries.next_value::<serde::de::IgnoredAny>().map(|_| None)
+            }
+        }
+    }
+    parse_top_level(text, Listed(fields))
+}
+
+/// How [`parse_top_level`] reads the value of each top-level field.
+pub(crate) trait TopLevelFields<'de> {
+    /// Reads the value of `key` from `entries`: the value to keep, or `None` (skipped).
+    fn read<A: serde::de::MapAccess<'de>>(
+        &self,
+        key: &str,
+        entries: &mut A,
+    ) -> Result<Option<Dynamic>, A::Error>;
+}
+
+/// Parses a JSON object text field by field as `fields` reads them (one deserializer
+/// for the whole text: errors are reported as [`parse_json`] reports them). A text that
+/// is not an object is parsed whole.
+pub(crate) fn parse_top_level<'de>(
+    text: &'de str,
+    fields: impl TopLevelFields<'de>,
+) -> Result<Dynamic, serde_json::Error> {
     use serde::Deserializer as _;
-    use serde::de::{IgnoredAny, MapAccess, Visitor};
+    use serde::de::{MapAccess, Visitor};
     if !text.trim_start().starts_with('{') {
         return parse_json(text);
     }
-    struct Fields<'f>(&'f [&'f str]);
-    impl<'de> Visitor<'de> for Fields<'_> {
+    struct Top<F>(F);
+    impl<'de, F: TopLevelFields<'de>> Visitor<'de> for Top<F> {
         type Value = Map;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
@@ -129,17 +163,15 @@ pub fn parse_json_fields(text: &str, fields: &[&str]) -> Result<Dynamic, serde_j
         fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Map, A::Error> {
             let mut out = Map::new();
             while let Some(key) = entries.next_key_seed(MapKey)? {
-                if self.0.contains(&key.as_str()) {
-                    out.insert(key, entries.next_value_seed(ScriptValue)?);
-                } else {
-                    entries.next_value::<IgnoredAny>()?;
+                if let Some(value) = self.0.read(key.as_str(), &mut entries)? {
+                    out.insert(key, value);
                 }
             }
             Ok(out)
         }
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let map = (&mut de).deserialize_map(Fields(fields))?;
+    let map = (&mut de).deserialize_map(Top(fields))?;
     de.end()?;
     Ok(Dynamic::from_map(map))
 }
@@ -202,8 +234,11 @@ impl serde::Serialize for Faithful<'_> {
             }
             return seq.end();
         }
-        if let Some(u) = self.value.read_lock::<Unread>() {
-            return at(&u.value()).serialize(ser);
+        if may_be_unread(self.value)
+            && let Some(u) = self.value.read_lock::<Unread>()
+        {
+            let value = u.value().map_err(serde::ser::Error::custom)?;
+            return at(&value).serialize(ser);
         }
         if !plain_scalar(self.value) {
             self.faithful.set(false);
@@ -228,10 +263,12 @@ pub fn write_state_text(path: &str, text: &str) -> Result<(), String> {
 
 /// Compact JSON of `value` (how messages quote a value).
 pub fn json_text(value: &Dynamic) -> String {
-    if let Some(u) = value.read_lock::<Unread>() {
-        return json_text(&u.value());
-    }
-    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
+    let faithful = std::cell::Cell::new(true);
+    serde_json::to_string(&Faithful {
+        value,
+        faithful: &faithful,
+    })
+    .unwrap_or_else(|_| value.to_string())
 }
 
 /// Short JSON type name of a script value, for messages (`type_name` primitive, schema issues).
@@ -304,7 +341,7 @@ pub fn field_str(value: &Dynamic, key: &str) -> Option<String> {
 /// True when `a` and `b` are the same JSON document (an integer never equals a float,
 /// as with `serde_json::Value`).
 pub fn same(a: &Dynamic, b: &Dynamic) -> bool {
-    if (a.is_variant() || b.is_variant())
+    if (may_be_unread(a) || may_be_unread(b))
         && let Some(found) = same_unread(a, b)
     {
         return found;
@@ -345,13 +382,15 @@ pub fn same(a: &Dynamic, b: &Dynamic) -> bool {
 
 /// [`same`] when `a` or `b` is a field left unread (compared as text, or parsed).
 fn same_unread(a: &Dynamic, b: &Dynamic) -> Option<bool> {
+    // A value that no longer parses (a bug) is unlike anything.
     if let Some(x) = a.read_lock::<Unread>() {
         return Some(match b.read_lock::<Unread>() {
             Some(y) if x.same_as(&y) => true,
-            _ => same(&x.value(), b),
+            _ => x.value().is_ok_and(|x| same(&x, b)),
         });
     }
-    b.read_lock::<Unread>().map(|y| same(a, &y.value()))
+    b.read_lock::<Unread>()
+        .map(|y| y.value().is_ok_and(|y| same(a, &y)))
 }
 
 /// The deepest nesting of arrays and maps in `value` (a scalar: 0); stops counting past `limit`.
@@ -372,8 +411,12 @@ pub fn nesting(value: &Dynamic, limit: usize) -> usize {
                 .map(|c| walk(c, depth + 1, limit))
                 .fold(depth + 1, usize::max);
         }
-        // A field left unread counts as a scalar: it was read within the nesting
-        // limit where it stands, and is written back there.
+        if may_be_unread(v)
+            && let Some(u) = v.read_lock::<Unread>()
+        {
+            // Measured on the value (a field moved deeper may pass the limit).
+            return u.value().map_or(depth, |value| walk(&value, depth, limit));
+        }
         depth
     }
     walk(value, 0, limit)
@@ -406,6 +449,9 @@ pub fn from_json(value: &Value) -> Dynamic {
 /// the tests hold the two to each other.
 #[cfg(test)]
 pub fn round_trips(value: &Dynamic) -> bool {
+    if let Some(u) = value.read_lock::<Unread>() {
+        return u.value().is_ok_and(|v| round_trips(&v));
+    }
     if let Some(m) = value.read_lock::<Map>() {
         return m.values().all(round_trips);
     }
@@ -427,8 +473,12 @@ fn plain_scalar(value: &Dynamic) -> bool {
 /// A script value as JSON: `()` is null, a non-finite float is null, a character is a
 /// string; other script types (function pointers, ...) print as serde_json prints them.
 pub fn to_json(value: &Dynamic) -> Value {
-    if let Some(u) = value.read_lock::<Unread>() {
-        return to_json(&u.value());
+    if may_be_unread(value)
+        && let Some(u) = value.read_lock::<Unread>()
+    {
+        // Parsed once already: an error is a bug, and `null` is never written to the
+        // state (printing a state goes through `print_pretty`, which stops on it).
+        return u.value().map_or(Value::Null, |v| to_json(&v));
     }
     if let Some(m) = value.read_lock::<Map>() {
         return Value::Object(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect());

@@ -19,6 +19,11 @@
 //! state, or went elsewhere) is parsed again from its text when next asked for. The
 //! state a step writes is kept with the text written ([`keep_written`]), so the phases
 //! after it in the same step do not parse it.
+//!
+//! The running phase's `unread:` column lives here too ([`leave_unread`]) because
+//! whether it applies depends on keeping: a process that keeps no documents leaves the
+//! declared fields unread ([`load_leaving`], never kept); a step, whose kept state
+//! serves later phases that may read everything, builds every field.
 
 use rhai::Dynamic;
 use std::cell::{Cell, Ref, RefCell};
@@ -208,6 +213,13 @@ pub fn keep_documents() {
     KEEP.with(|k| k.set(true));
 }
 
+/// Forgets every kept document and stops keeping: the process starts afresh (the
+/// scenario runner runs each scenario as its own process would).
+pub fn reset() {
+    KEEP.with(|k| k.set(false));
+    CACHE.with(|c| c.borrow_mut().clear());
+}
+
 fn keeping() -> bool {
     KEEP.with(Cell::get)
 }
@@ -219,6 +231,7 @@ fn keeping() -> bool {
 /// they read in place.
 pub fn settle(returned: Option<Dynamic>) -> Result<(), String> {
     LENDING.with(|l| l.set(false));
+    UNREAD.with(|u| u.borrow_mut().clear());
     let lent = LENT.with(|l| std::mem::take(&mut *l.borrow_mut()));
     let address = returned.as_ref().and_then(map_address);
     let mut returned = returned;

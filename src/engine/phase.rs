@@ -514,7 +514,7 @@ impl<'m> Run<'m> {
         if let Some(mut new_state) = whole {
             // A whole new state: diffed against the base key by key.
             for (path, v) in sets {
-                set_path(&mut new_state, path, v);
+                set_path(&mut new_state, path, v)?;
             }
             for (path, items) in appends {
                 append_at(&mut new_state, path, items)?;
@@ -549,7 +549,7 @@ impl<'m> Run<'m> {
                     before.insert(top.as_str().into(), old);
                 }
             }
-            set_path(&mut new_state, path, v);
+            set_path(&mut new_state, path, v)?;
         }
         // Appended lists grow in place. A top-level list is not kept aside: it changed
         // (items were added), so its patch entry is the whole new list.
@@ -720,25 +720,26 @@ impl<'m> Run<'m> {
     }
 }
 
-fn set_path(target: &mut Dynamic, path: &[String], value: Dynamic) {
+fn set_path(target: &mut Dynamic, path: &[String], value: Dynamic) -> Result<(), String> {
     let Some((first, rest)) = path.split_first() else {
         *target = value;
-        return;
+        return Ok(());
     };
+    crate::engine::unread::materialize(target)?;
     if !target.is_map() {
         *target = rhai::Map::new().into();
     }
     let Some(mut map) = target.write_lock::<rhai::Map>() else {
-        return;
+        return Ok(());
     };
     if rest.is_empty() {
         map.insert(first.as_str().into(), value);
-        return;
+        return Ok(());
     }
     let child = map
         .entry(first.as_str().into())
         .or_insert_with(|| rhai::Map::new().into());
-    set_path(child, rest, value);
+    set_path(child, rest, value)
 }
 
 /// [`append_path`], its error naming the `append:` entry.
@@ -749,6 +750,7 @@ fn append_at(target: &mut Dynamic, path: &[String], items: rhai::Array) -> Resul
 /// Appends `items` to the list at `path` of `target` (a missing or null value is an
 /// empty list; maps on the way are created).
 fn append_path(target: &mut Dynamic, path: &[String], items: rhai::Array) -> Result<(), String> {
+    crate::engine::unread::materialize(target)?;
     let Some((first, rest)) = path.split_first() else {
         if target.is_unit() {
             *target = rhai::Array::new().into();
@@ -909,5 +911,66 @@ mod recheck_tests {
         assert_ne!(a, b);
         assert_ne!(a, 0);
         assert_ne!(crate::engine::sandbox::schema_tag(""), 0);
+    }
+}
+
+#[cfg(test)]
+mod unread_tests {
+    use super::*;
+    use crate::engine::doc::{parse_json, same};
+
+    /// The sweep fixture, parsed whole and with `current_sweep` left unread.
+    fn both() -> (Dynamic, Dynamic) {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/scenarios/fixtures/state-sweep.json"
+        ))
+        .expect("fixture");
+        let whole = parse_json(&text).expect("parses");
+        let left = crate::engine::unread::parse_json_leaving(
+            &std::rc::Rc::new(text),
+            &[("current_sweep", None), ("key_learnings", None)],
+        )
+        .expect("parses");
+        (whole, left)
+    }
+
+    #[test]
+    fn set_and_append_below_an_unread_field_change_its_value_not_a_stand_in() {
+        let (mut whole, mut left) = both();
+        let path = ["current_sweep".to_string(), "best_run_id".to_string()];
+        set_path(&mut whole, &path, "run-x".into()).expect("sets");
+        set_path(&mut left, &path, "run-x".into()).expect("sets");
+        let appended = ["key_learnings".to_string()];
+        append_at(&mut whole, &appended, vec!["new".into()]).expect("appends");
+        append_at(&mut left, &appended, vec!["new".into()]).expect("appends");
+        assert!(same(&whole, &left));
+        let sweep = crate::engine::doc::to_json(&left)["current_sweep"].clone();
+        assert_eq!(sweep["best_run_id"], "run-x");
+        assert!(
+            sweep["sweep_id"].is_string(),
+            "the rest of the sweep is kept: {sweep}"
+        );
+    }
+
+    #[test]
+    fn an_unread_field_moved_elsewhere_is_checked_and_measured_as_its_value() {
+        let (_, left) = both();
+        let sweep = left.read_lock::<rhai::Map>().expect("map")["current_sweep"].clone();
+        // Checked against another rule: the value, not the view built for its own rule.
+        let rule: crate::machine::model::FieldRule =
+            serde_yaml::from_str("{ type: object, fields: { sweep_id: { type: integer } } }")
+                .expect("rule");
+        let view = sweep
+            .read_lock::<crate::engine::unread::Unread>()
+            .expect("unread")
+            .view_for(&rule)
+            .expect("parses")
+            .into_owned();
+        assert!(crate::engine::doc::to_json(&view)["sweep_id"].is_string());
+        assert_eq!(
+            nesting(&sweep),
+            nesting(&parse_json(r#"{"a": [1]}"#).unwrap())
+        );
     }
 }

@@ -635,6 +635,12 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
             Err(u.refusal().into())
         },
     );
+    for name in ["to_string", "to_debug"] {
+        engine.register_fn(
+            name,
+            |u: &mut Unread| -> Result<String, Box<EvalAltResult>> { Err(u.refusal().into()) },
+        );
+    }
     let s = shared.clone();
     engine.register_fn("read_json", move |ctx: NativeCallContext, path: &str| {
         read_doc(&ctx, &s, path, false, "")
@@ -730,13 +736,17 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     });
     engine.register_fn("sha256_tagged", |s: &str| canonical::sha256_tagged(s));
     // By reference: `big.to_json()` prints a large value without copying it first.
-    engine.register_fn("to_json", |v: &mut Dynamic| {
-        serde_json::to_string_pretty(v).unwrap_or_default()
-    });
+    // Printed as the state is printed: a field left unread is parsed, not named.
+    let pretty = |v: &Dynamic| -> Result<String, Box<EvalAltResult>> {
+        let mut text = crate::engine::doc::to_pretty(v).map_err(err)?;
+        text.pop(); // the final newline
+        Ok(text)
+    };
+    engine.register_fn("to_json", move |v: &mut Dynamic| pretty(v));
     // The same for a map: rhai's own `to_json(map)` (compact, slower) would be chosen.
-    engine.register_fn("to_json", |m: &mut Map| {
+    engine.register_fn("to_json", move |m: &mut Map| {
         let v = Dynamic::from_map(std::mem::take(m));
-        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        let text = pretty(&v);
         *m = v.cast::<Map>();
         text
     });

@@ -103,11 +103,15 @@ impl CompiledSchema {
         value: &Dynamic,
         issues: &mut Vec<String>,
     ) {
-        if value.is_variant()
+        if crate::engine::unread::may_be_unread(value)
             && let Some(unread) = value.read_lock::<crate::engine::unread::Unread>()
         {
             // Checked as the rule sees it, without building the rest.
-            return self.check_value(path, rule, unread.view(), issues);
+            match unread.view_for(rule) {
+                Ok(view) => self.check_value(path, rule, &view, issues),
+                Err(e) => issues.push(format!("{path}: {e}")),
+            }
+            return;
         }
         let allowed: &[String] = match &rule.types {
             TypeSpec::Any => &[],

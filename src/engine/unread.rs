@@ -11,14 +11,14 @@
 //! phase): a step keeps the state it read for the phases after it, which may read
 //! everything.
 
-use crate::engine::doc::{MapKey, ScriptValue, parse_json, parse_json_fields};
+use crate::engine::doc::{MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level};
 use crate::machine::model::FieldRule;
 use rhai::{Array, Dynamic, Map};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::rc::Rc;
 
 /// A top-level field of a document left unread (see the module docs).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Unread {
     /// The field's name.
     name: Rc<str>,
@@ -26,23 +26,43 @@ pub struct Unread {
     text: Rc<String>,
     /// What the field's schema rule looks at, built while the text was scanned.
     view: Dynamic,
+    /// The rule `view` was built for (its address: rules live as long as the tables).
+    rule: usize,
+}
+
+impl std::fmt::Debug for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the document's text: megabytes.
+        write!(
+            f,
+            "Unread({}, {} bytes of text)",
+            self.name,
+            self.text.len()
+        )
+    }
 }
 
 impl Unread {
-    /// What the field's schema rule needs to see of it (see [`Checked`]): checking it
-    /// gives the issues checking the whole value would.
-    pub fn view(&self) -> &Dynamic {
-        &self.view
+    /// What `rule` needs to see of the field (see [`Checked`]): checking it gives the
+    /// issues checking the whole value would. The view built while scanning when `rule`
+    /// is the rule it was built for (the field where it was read), else the whole value
+    /// (the field was moved elsewhere in the document).
+    pub fn view_for(&self, rule: &FieldRule) -> Result<std::borrow::Cow<'_, Dynamic>, String> {
+        if std::ptr::from_ref(rule) as usize == self.rule {
+            return Ok(std::borrow::Cow::Borrowed(&self.view));
+        }
+        self.value().map(std::borrow::Cow::Owned)
     }
 
-    /// The value, parsed now from the document's text (to write it back or compare it).
-    pub fn value(&self) -> Dynamic {
-        // The text parsed once already: it parses again.
+    /// The value, parsed now from the document's text (to write it back, compare it or
+    /// change it). The text parsed when it was read, so this fails only on a bug; the
+    /// error then stops the write instead of putting anything else in the file.
+    pub fn value(&self) -> Result<Dynamic, String> {
         parse_json_fields(&self.text, &[&self.name])
             .ok()
             .and_then(|doc| doc.try_cast::<Map>())
             .and_then(|mut map| map.remove(&*self.name))
-            .unwrap_or_default()
+            .ok_or_else(|| format!("field `{}` no longer parses from its text", self.name))
     }
 
     /// Whether `other` is the same field of the same text.
@@ -60,61 +80,70 @@ impl Unread {
     }
 }
 
+/// Whether `value` may hold a field left unread (a custom or shared value): the cheap
+/// test in front of `read_lock::<Unread>()` on hot paths.
+pub fn may_be_unread(value: &Dynamic) -> bool {
+    value.is_variant() || value.is_shared()
+}
+
+/// Replaces a field left unread by its value, parsed (before the engine changes it in
+/// place: `set:` below it, `append:`); anything else is left alone.
+pub fn materialize(value: &mut Dynamic) -> Result<(), String> {
+    if !may_be_unread(value) {
+        return Ok(());
+    }
+    let parsed = match value.read_lock::<Unread>() {
+        Some(unread) => unread.value()?,
+        None => return Ok(()),
+    };
+    *value = parsed;
+    Ok(())
+}
+
 /// Parses a JSON text into a script value, leaving each top-level field named in
 /// `unread` as an [`Unread`] scanned against its schema rule (`None`: no rule). The
-/// whole text goes through one deserializer, so syntax errors and serde's nesting
-/// limit are reported exactly as [`parse_json`] reports them. A text that is not an
-/// object is parsed whole.
+/// whole text goes through one deserializer, so syntax errors and serde's nesting limit
+/// are reported exactly as a full parse reports them. A text that is not an object is
+/// parsed whole.
 pub fn parse_json_leaving(
     text: &Rc<String>,
     unread: &[(&str, Option<&FieldRule>)],
 ) -> Result<Dynamic, serde_json::Error> {
-    use serde::Deserializer as _;
-    if !text.trim_start().starts_with('{') {
-        return parse_json(text);
-    }
-    let mut de = serde_json::Deserializer::from_str(text.as_str());
-    let map = (&mut de).deserialize_map(Leaving { text, unread })?;
-    de.end()?;
-    Ok(Dynamic::from_map(map))
+    parse_top_level(text.as_str(), Leaving { text, unread })
 }
 
 /// No rule: a value of any type, nothing to build.
 static ANY: std::sync::LazyLock<FieldRule> = std::sync::LazyLock::new(FieldRule::default);
 
-/// The top-level map: unread fields scanned, the others built.
+/// The top-level fields: unread ones scanned, the others built.
 struct Leaving<'a> {
     text: &'a Rc<String>,
     unread: &'a [(&'a str, Option<&'a FieldRule>)],
 }
 
-impl<'de> Visitor<'de> for Leaving<'_> {
-    type Value = Map;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Map, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = entries.next_key_seed(MapKey)? {
-            let value = match self.unread.iter().find(|(f, _)| *f == key.as_str()) {
-                Some((name, rule)) => {
-                    let view = entries.next_value_seed(Checked(rule.unwrap_or(&ANY)))?;
-                    Dynamic::from(Unread {
-                        name: (*name).into(),
-                        text: self.text.clone(),
-                        view,
-                    })
-                }
-                None => entries.next_value_seed(ScriptValue)?,
-            };
-            out.insert(key, value);
-        }
-        Ok(out)
+impl<'de> TopLevelFields<'de> for Leaving<'_> {
+    fn read<A: MapAccess<'de>>(
+        &self,
+        key: &str,
+        entries: &mut A,
+    ) -> Result<Option<Dynamic>, A::Error> {
+        let Some((name, rule)) = self.unread.iter().find(|(f, _)| *f == key) else {
+            return entries.next_value_seed(ScriptValue).map(Some);
+        };
+        let rule = rule.unwrap_or(&ANY);
+        let view = entries.next_value_seed(Checked(rule))?;
+        Ok(Some(Dynamic::from(Unread {
+            name: (*name).into(),
+            text: self.text.clone(),
+            view,
+            rule: std::ptr::from_ref(rule) as usize,
+        })))
     }
 }
 
-/// Goes over a value without building it, nested containers through serde's own
-/// recursion (and so its nesting limit, as a parse would meet it).
+/// Goes over a value without building it, through serde's own recursion and number
+/// parsing: its nesting limit and its number range (`1e400` is an error) are met as a
+/// parse meets them, which `IgnoredAny` (serde_json's `ignore_value`) does not do.
 struct Skip;
 
 impl<'de> DeserializeSeed<'de> for Skip {
@@ -167,8 +196,26 @@ impl<'de> Visitor<'de> for Skip {
 struct Checked<'r>(&'r FieldRule);
 
 impl Checked<'_> {
+    /// Whether the rule looks at the value as a whole (beyond its type, its listed
+    /// fields and its items). Every constraint is named, so that a new one cannot be
+    /// missed here.
     fn whole(&self) -> bool {
-        self.0.unique || self.0.non_empty || !self.0.one_of.is_empty()
+        let FieldRule {
+            types: _,          // the kind: a placeholder has it
+            required: _,       // checked on the parent map
+            fields: _,         // built
+            items: _,          // built
+            no_placeholder: _, // strings: scalars are built whole
+            no_whitespace: _,  // strings
+            pattern: _,        // strings
+            min: _,            // numbers
+            max: _,            // numbers
+            exclusive_min: _,  // numbers
+            non_empty,
+            one_of,
+            unique,
+        } = self.0;
+        *unique || *non_empty || !one_of.is_empty()
     }
 }
 
@@ -355,6 +402,8 @@ mod tests {
             r#"[{"proposal_id": "p", "x": [1, 2,]}]"#.to_string(),
             r#"[{"proposal_id": "p", "x": "\q"}]"#.to_string(),
             r#"[{"proposal_id": "p", "x": 01}]"#.to_string(),
+            r#"[{"proposal_id": "p", "x": {"y": 1e400}}]"#.to_string(),
+            r#"[{"proposal_id": "p", "x": ["\ud800", -1e-400, 18446744073709551616]}]"#.to_string(),
             deep(200),
             deep(126),
             deep(123),
@@ -383,6 +432,7 @@ mod tests {
             ("state.current_proposals.proposal_id", "`current_proposals`"),
             ("state.next_proposals[\"x\"]", "`next_proposals`"),
             ("state.next_proposals.len()", "unread:"),
+            ("state.next_proposals.to_string()", "`next_proposals`"),
         ] {
             let mut scope = rhai::Scope::new();
             scope.push("state", state.clone());
@@ -394,5 +444,23 @@ mod tests {
                 .to_string();
             assert!(err.contains(names), "{script}: {err}");
         }
+    }
+
+    #[test]
+    fn a_state_with_unread_fields_prints_as_json_from_a_script_as_the_whole_state() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        let text = state_text(RICH, "[]");
+        let run = |state: Dynamic| {
+            let mut scope = rhai::Scope::new();
+            scope.push("state", state);
+            machine
+                .sandbox
+                .engine
+                .eval_with_scope::<String>(&mut scope, "state.to_json()")
+                .expect("prints")
+        };
+        let whole = run(parse_json(&text).expect("parses"));
+        assert_eq!(whole, run(leaving(&machine, &text).expect("parses")));
+        assert!(whole.contains("\"proposal_id\": \"p-2\""), "{whole}");
     }
 }

@@ -666,11 +666,8 @@ impl<'a> Checker<'a> {
                         Anchor::Key("unread"),
                     ];
                     let rel = format!("schemas/{schema}.yaml");
-                    let table = self
-                        .source
-                        .get(&rel)
-                        .and_then(|text| serde_yaml::from_str::<SchemaTable>(text).ok());
-                    let Some(table) = table else {
+                    // A table that does not parse is reported by the loader.
+                    let Some(text) = self.source.get(&rel) else {
                         self.push(
                             &agent.file,
                             &anchors,
@@ -681,6 +678,9 @@ impl<'a> Checker<'a> {
                             ),
                             "name a schema of machine/schemas/ (the one the phase reads the document with)".into(),
                         );
+                        continue;
+                    };
+                    let Ok(table) = serde_yaml::from_str::<SchemaTable>(text) else {
                         continue;
                     };
                     for field in fields {
@@ -1075,14 +1075,16 @@ fn directive_problems(
     out
 }
 
-/// Identifiers of a guard (names it may read).
 /// The first step of `items` that mentions `field`: as a property (`.field`), a quoted
-/// name (`"field"`, `'field'`: an index) or a whole key (`set:`, `append:`); described
-/// for a finding.
+/// name (`"field"`, `'field'`: an index) or a key, whole or dotted (`set:`, `append:`);
+/// described for a finding.
 fn mentions_field(items: &[FlatItem], field: &str) -> Option<String> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mentions = |text: &str| {
         text == field
+            || text
+                .strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with('.'))
             || text.match_indices(field).any(|(at, _)| {
                 let before = text[..at].chars().next_back();
                 let after = text[at + field.len()..].chars().next();
@@ -1115,6 +1117,7 @@ fn strings_of(v: &Yaml) -> Box<dyn Iterator<Item = &str> + '_> {
     }
 }
 
+/// Identifiers of a guard (names it may read).
 fn identifiers(guard: &str) -> impl Iterator<Item = &str> {
     guard
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
