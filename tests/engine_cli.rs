@@ -438,20 +438,31 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
                 .is_some_and(|a| !a.is_empty()),
             "the pools hold proposals"
         );
-        for (agent, mode) in [("metaopt-orchestrator", "gate"), (agent, mode)] {
+        // Without --apply-state the fields are left unread; with it (the state is
+        // written back) every field is built: both must match the whole parse.
+        let runs = [
+            ("metaopt-orchestrator", "gate", false),
+            (agent, mode, false),
+            ("metaopt-orchestrator", "gate", true),
+            (agent, mode, true),
+        ];
+        for (agent, mode, apply) in runs {
             let _ = std::fs::remove_dir_all(whole.path(".ml-metaopt"));
             copy_dir(&p.path(".ml-metaopt"), &whole.path(".ml-metaopt"));
             let _ = std::fs::remove_file(whole.path("AGENTS.md"));
             if p.path("AGENTS.md").exists() {
                 std::fs::copy(p.path("AGENTS.md"), whole.path("AGENTS.md")).expect("copy hook");
             }
-            let args = ["agent", agent, "--mode", mode, "--apply-state"];
+            let mut args = vec!["agent", agent, "--mode", mode];
+            if apply {
+                args.push("--apply-state");
+            }
             let (a, b) = (p.run(&args), whole.run(&args));
             assert!(a.status.success(), "{}", text(&a));
-            assert_eq!(text(&a), text(&b), "{agent} {mode}: output");
+            assert_eq!(text(&a), text(&b), "{agent} {mode} {apply}: output");
             assert!(
                 snapshot(p.dir.path()) == snapshot(whole.dir.path()),
-                "{agent} {mode}: the files written differ"
+                "{agent} {mode} {apply}: the files written differ"
             );
         }
     }

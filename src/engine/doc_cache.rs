@@ -174,8 +174,8 @@ pub fn begin_phase() {
 
 /// The fields the running phase leaves unread in documents read with each schema
 /// (its `unread:` column; see [`crate::engine::unread`]).
-pub fn leave_unread(unread: &indexmap::IndexMap<String, Vec<String>>) {
-    UNREAD.with(|u| u.replace(unread.clone()));
+pub fn leave_unread(unread: indexmap::IndexMap<String, Vec<String>>) {
+    UNREAD.with(|u| u.replace(unread));
 }
 
 /// The fields to leave unread in a document read with `schema`, when the process keeps

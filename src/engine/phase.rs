@@ -200,7 +200,14 @@ pub fn run_phase(
     };
     crate::engine::timing::mark("phase start");
     crate::engine::doc_cache::begin_phase();
-    crate::engine::doc_cache::leave_unread(&phase.def.unread);
+    // A phase run with --apply-state writes the state back, which needs every field's
+    // value: parsing an unread field then would cost more than leaving it saved.
+    let unread = if args.apply_state {
+        Default::default()
+    } else {
+        phase.def.unread.clone()
+    };
+    crate::engine::doc_cache::leave_unread(unread);
     let decided = run.decide();
     crate::engine::timing::mark("decide");
     let mut outcome = match decided {

@@ -3,13 +3,14 @@
 //! them: parsing them into script values is most of such a phase's time. A declared
 //! field is scanned instead of built: its JSON syntax is checked with the rest of the
 //! file, what its schema checks is built and checked (a proposal's `proposal_id`, not
-//! its rationale or sweep config), and its text is kept. Written back (a phase run
-//! with `--apply-state`), the field is parsed then and printed as it would have been.
-//! A script that uses the field gets an error naming it, never a stand-in value.
+//! its rationale or sweep config), and its text is kept. Wherever the engine needs the
+//! value (printing, `to_json`, a change below the field), it is parsed then from the
+//! text. A script that indexes the field or reads a property of it gets an error
+//! naming it, never a stand-in value.
 //!
-//! Only processes that keep no documents leave fields unread (a single `metaopt agent`
-//! phase): a step keeps the state it read for the phases after it, which may read
-//! everything.
+//! Only a single `metaopt agent` phase run without `--apply-state` leaves fields unread:
+//! a phase that writes the state back needs every value, and a step keeps the state it
+//! read for the phases after it, which may read everything.
 
 use crate::engine::doc::{MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level};
 use crate::machine::model::FieldRule;
