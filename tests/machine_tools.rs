@@ -894,18 +894,18 @@ fn docs_reject_unknown_and_unterminated_regions() {
 #[test]
 fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
     let t = Tables::new();
-    // plan_background_work reads both pools: declaring one unread is a finding.
-    t.edit_after(
-        "agents/background-control.yaml",
-        "plan_background_work:",
-        "    steps:",
-        "    unread: { state: [current_proposals] }\n    steps:",
+    // plan_select_design prints the current pool: declaring it unread is a finding
+    // (its `.len()` alone would not be: an unread list answers that).
+    t.edit(
+        "agents/select-design.yaml",
+        "unread: { state: [next_proposals] }",
+        "unread: { state: [current_proposals, next_proposals] }",
     );
     assert_finding(
         &t,
-        "agents/background-control.yaml",
+        "agents/select-design.yaml",
         "unread-field-used",
-        &["plan_background_work", "`current_proposals`", "mentions it"],
+        &["plan_select_design", "`current_proposals`", "mentions it"],
     );
     // A dotted `set:` key below the field is a use too.
     let t = Tables::new();

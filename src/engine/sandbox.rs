@@ -621,6 +621,15 @@ fn read_doc(
     }
 }
 
+/// The text of each item's `field` (empty when it has none), joined by `sep`.
+pub fn join_field(items: &Array, field: &str, sep: &str) -> String {
+    items
+        .iter()
+        .map(|item| field_text(item, field).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) {
     use crate::engine::unread::Unread;
     // A field the phase declared unread: any use is an error naming it.
@@ -633,6 +642,17 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     engine.register_indexer_get(
         |u: &mut Unread, _: rhai::INT| -> Result<Dynamic, Box<EvalAltResult>> {
             Err(u.refusal().into())
+        },
+    );
+    // What an unread list still answers (its scan kept one entry per item).
+    engine.register_fn(
+        "len",
+        |u: &mut Unread| -> Result<rhai::INT, Box<EvalAltResult>> { u.item_count().map_err(err) },
+    );
+    engine.register_fn(
+        "join_field",
+        |u: &mut Unread, field: &str, sep: &str| -> Result<String, Box<EvalAltResult>> {
+            u.join_field(field, sep).map_err(err)
         },
     );
     for name in ["to_string", "to_debug"] {
@@ -780,13 +800,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     });
     engine.register_fn(
         "join_field",
-        |items: &mut Array, field: &str, sep: &str| -> String {
-            items
-                .iter()
-                .map(|item| field_text(item, field).unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join(sep)
-        },
+        |items: &mut Array, field: &str, sep: &str| -> String { join_field(items, field, sep) },
     );
     // Type tests that read a value in place (`type_of(x)` copies `x` first).
     engine.register_fn("is_map", |v: &mut Dynamic| v.is_map());

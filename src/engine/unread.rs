@@ -29,6 +29,9 @@ pub struct Unread {
     view: Dynamic,
     /// The rule `view` was built for (its address: rules live as long as the tables).
     rule: usize,
+    /// The item fields whose values `view` holds exactly, when it holds every item of a
+    /// list (see [`Unread::item_count`], [`Unread::join_field`]); `None` otherwise.
+    outline: Option<Rc<[String]>>,
 }
 
 impl std::fmt::Debug for Unread {
@@ -66,6 +69,28 @@ impl Unread {
             .ok_or_else(|| format!("field `{}` no longer parses from its text", self.name))
     }
 
+    /// The number of items, when the field is a list whose schema rule checks each item
+    /// (its scan then kept one entry per item).
+    pub fn item_count(&self) -> Result<rhai::INT, String> {
+        match (&self.outline, self.view.read_lock::<Array>()) {
+            (Some(_), Some(items)) => Ok(items.len() as rhai::INT),
+            _ => Err(self.refusal()),
+        }
+    }
+
+    /// The items' `field` values as text joined by `sep` (as `join_field` on a list),
+    /// when `field` is an item field the scan kept exactly (a scalar its rule checks).
+    pub fn join_field(&self, field: &str, sep: &str) -> Result<String, String> {
+        let kept = self
+            .outline
+            .as_ref()
+            .is_some_and(|fields| fields.iter().any(|f| f == field));
+        match self.view.read_lock::<Array>() {
+            Some(items) if kept => Ok(crate::engine::sandbox::join_field(&items, field, sep)),
+            _ => Err(self.refusal()),
+        }
+    }
+
     /// Whether `other` is the same field of the same text.
     pub fn same_as(&self, other: &Unread) -> bool {
         self.name == other.name && (Rc::ptr_eq(&self.text, &other.text) || self.text == other.text)
@@ -75,7 +100,8 @@ impl Unread {
     pub fn refusal(&self) -> String {
         format!(
             "field `{}` is declared unread by this phase (`unread:` in its agent table): \
-             remove it there to read it",
+             remove it there to read it (an unread list answers only `len()` and \
+             `join_field` of the item fields its schema checks)",
             self.name
         )
     }
@@ -138,8 +164,31 @@ impl<'de> TopLevelFields<'de> for Leaving<'_> {
             text: self.text.clone(),
             view,
             rule: std::ptr::from_ref(rule) as usize,
+            outline: outline(rule),
         })))
     }
+}
+
+/// The item fields of a list rule whose values its scan keeps exactly: scalars its item
+/// rule types (the scan builds every scalar; a value of another kind fails the check).
+/// `None` when the rule does not check each item (the scan keeps no entry per item).
+fn outline(rule: &FieldRule) -> Option<Rc<[String]>> {
+    use crate::machine::model::TypeSpec;
+    let items = rule.items.as_deref()?;
+    let scalar = |t: &String| matches!(t.as_str(), "string" | "integer" | "number" | "boolean");
+    let exact = |r: &FieldRule| match &r.types {
+        TypeSpec::Any => false,
+        TypeSpec::One(t) => scalar(t),
+        TypeSpec::Many(ts) => ts.iter().all(|t| scalar(t) || t == "null"),
+    };
+    Some(
+        items
+            .fields
+            .iter()
+            .filter(|(_, r)| exact(r))
+            .map(|(name, _)| name.clone())
+            .collect(),
+    )
 }
 
 /// Goes over a value without building it, through serde's own recursion and number
@@ -432,7 +481,7 @@ mod tests {
             ("state.current_proposals[0]", "`current_proposals`"),
             ("state.current_proposals.proposal_id", "`current_proposals`"),
             ("state.next_proposals[\"x\"]", "`next_proposals`"),
-            ("state.next_proposals.len()", "unread:"),
+            ("state.next_proposals.filter(|p| true)", "unread:"),
             ("state.next_proposals.to_string()", "`next_proposals`"),
         ] {
             let mut scope = rhai::Scope::new();
@@ -463,5 +512,38 @@ mod tests {
         let whole = run(parse_json(&text).expect("parses"));
         assert_eq!(whole, run(leaving(&machine, &text).expect("parses")));
         assert!(whole.contains("\"proposal_id\": \"p-2\""), "{whole}");
+    }
+
+    #[test]
+    fn an_unread_list_answers_its_length_and_checked_item_fields_as_the_whole_list() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        let text = state_text(RICH, r#"[{"proposal_id": "n-1"}, {"proposal_id": "n-2"}]"#);
+        let eval = |state: &Dynamic, script: &str| {
+            let mut scope = rhai::Scope::new();
+            scope.push("state", state.clone());
+            machine
+                .sandbox
+                .engine
+                .eval_with_scope::<Dynamic>(&mut scope, script)
+                .map(|v| to_json(&v))
+                .map_err(|e| e.to_string())
+        };
+        let whole = parse_json(&text).expect("parses");
+        let left = leaving(&machine, &text).expect("parses");
+        for script in [
+            "state.current_proposals.len()",
+            "state.next_proposals.len()",
+            r#"state.current_proposals.join_field("proposal_id", ", ")"#,
+            r#"state.next_proposals.join_field("proposal_id", "|")"#,
+        ] {
+            let expected = eval(&whole, script).expect(script);
+            assert_eq!(eval(&left, script), Ok(expected), "{script}");
+        }
+        // A field the scan did not keep is refused, never answered from the outline.
+        let refused = eval(
+            &left,
+            r#"state.current_proposals.join_field("rationale", ", ")"#,
+        );
+        assert!(refused.is_err_and(|e| e.contains("`current_proposals`")));
     }
 }

@@ -1075,7 +1075,8 @@ fn directive_problems(
     out
 }
 
-/// The first step of `items` that mentions `field`: as a property (`.field`), a quoted
+/// The first step of `items` that mentions `field`: as a property (`.field`, but for
+/// `.field.len()` and `.field.join_field(..)`, which an unread list answers), a quoted
 /// name (`"field"`, `'field'`: an index) or a key, whole or dotted (`set:`, `append:`);
 /// described for a finding.
 fn mentions_field(items: &[FlatItem], field: &str) -> Option<String> {
@@ -1089,7 +1090,14 @@ fn mentions_field(items: &[FlatItem], field: &str) -> Option<String> {
                 let before = text[..at].chars().next_back();
                 let after = text[at + field.len()..].chars().next();
                 let quoted = |q: char| before == Some(q) && after == Some(q);
-                (before == Some('.') && !after.is_some_and(is_ident)) || quoted('"') || quoted('\'')
+                // What an unread list still answers is not a read of it.
+                let rest = &text[at + field.len()..];
+                let outline = [".len()", ".join_field("]
+                    .iter()
+                    .any(|m| rest.starts_with(m));
+                (before == Some('.') && !after.is_some_and(is_ident) && !outline)
+                    || quoted('"')
+                    || quoted('\'')
             })
     };
     items.iter().find_map(|item| {
