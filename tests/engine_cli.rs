@@ -424,6 +424,11 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
             "metaopt-select-design",
             "plan_select_design",
         ),
+        (
+            "SELECT_AND_DESIGN_SWEEP",
+            "metaopt-background-control",
+            "plan_background_work",
+        ),
         ("LOCAL_SANITY", remote, "gate_local_sanity"),
         ("LAUNCH_SWEEP", remote, "plan_launch"),
         ("WAIT_FOR_SWEEP", remote, "poll_sweep"),

@@ -335,7 +335,9 @@ fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
     ))
 }
 
-/// `item[field]` as text, when `item` is a map holding `field`.
+/// `item[field]` as text, when `item` is a map holding `field`. An unread list answers
+/// `join_field` through this from its scan (`Unread::join_field`), which is exact only
+/// while this reads one key of a map item and prints a scalar as it is.
 fn field_text(item: &Dynamic, field: &str) -> Option<String> {
     item.read_lock::<Map>()
         .and_then(|m| m.get(field).map(|v| v.to_string()))

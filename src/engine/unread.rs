@@ -6,7 +6,9 @@
 //! its rationale or sweep config), and its text is kept. Wherever the engine needs the
 //! value (printing, `to_json`, a change below the field), it is parsed then from the
 //! text. A script that indexes the field or reads a property of it gets an error
-//! naming it, never a stand-in value.
+//! naming it. The one exception is exact by construction: an unread list whose rule
+//! checks each item answers `len()` and `join_field` of the item fields the rule types
+//! as scalars, from what the scan built.
 //!
 //! Only a single `metaopt agent` phase run without `--apply-state` leaves fields unread:
 //! a phase that writes the state back needs every value, and a step keeps the state it
@@ -79,7 +81,9 @@ impl Unread {
     }
 
     /// The items' `field` values as text joined by `sep` (as `join_field` on a list),
-    /// when `field` is an item field the scan kept exactly (a scalar its rule checks).
+    /// when `field` is an item field the scan kept exactly (a scalar its rule types).
+    /// Exact because `join_field` reads one key of a map item and prints a scalar,
+    /// which the scan built as a parse would.
     pub fn join_field(&self, field: &str, sep: &str) -> Result<String, String> {
         let kept = self
             .outline
@@ -100,8 +104,8 @@ impl Unread {
     pub fn refusal(&self) -> String {
         format!(
             "field `{}` is declared unread by this phase (`unread:` in its agent table): \
-             remove it there to read it (an unread list answers only `len()` and \
-             `join_field` of the item fields its schema checks)",
+             remove it there to read it (an unread list answers only `len()`, and \
+             `join_field` of an item field its schema types as a scalar)",
             self.name
         )
     }
@@ -179,7 +183,8 @@ fn outline(rule: &FieldRule) -> Option<Rc<[String]>> {
     let exact = |r: &FieldRule| match &r.types {
         TypeSpec::Any => false,
         TypeSpec::One(t) => scalar(t),
-        TypeSpec::Many(ts) => ts.iter().all(|t| scalar(t) || t == "null"),
+        // `type: []` constrains nothing (the checker skips an empty list).
+        TypeSpec::Many(ts) => !ts.is_empty() && ts.iter().all(|t| scalar(t) || t == "null"),
     };
     Some(
         items
@@ -515,7 +520,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unread_list_answers_its_length_and_checked_item_fields_as_the_whole_list() {
+    fn an_unread_list_answers_its_length_and_scalar_item_fields_as_the_whole_list() {
         let machine = Machine::load(None).expect("embedded tables load");
         let text = state_text(RICH, r#"[{"proposal_id": "n-1"}, {"proposal_id": "n-2"}]"#);
         let eval = |state: &Dynamic, script: &str| {
@@ -545,5 +550,28 @@ mod tests {
             r#"state.current_proposals.join_field("rationale", ", ")"#,
         );
         assert!(refused.is_err_and(|e| e.contains("`current_proposals`")));
+        // An empty pool answers as an empty list does.
+        let text = state_text("[]", "[]");
+        let (whole, left) = (
+            parse_json(&text).unwrap(),
+            leaving(&machine, &text).unwrap(),
+        );
+        for script in [
+            "state.current_proposals.len()",
+            r#"state.next_proposals.join_field("proposal_id", ", ")"#,
+        ] {
+            assert_eq!(eval(&left, script), eval(&whole, script), "{script}");
+        }
+        // A field whose rule does not check items answers nothing.
+        let left = {
+            let shared = machine.sandbox.shared.borrow();
+            let built = shared.schemas["state"]
+                .get(&machine.sandbox.engine)
+                .expect("state schema builds");
+            let rule = built.schema.table.fields.get("proposal_cycle");
+            parse_json_leaving(&Rc::new(text.clone()), &[("proposal_cycle", rule)]).expect("parses")
+        };
+        let refused = eval(&left, "state.proposal_cycle.len()");
+        assert!(refused.is_err_and(|e| e.contains("`proposal_cycle`")));
     }
 }
