@@ -927,6 +927,46 @@ fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
         "unread-field-used",
         &["poll_sweep", "`proposal_cycle`"],
     );
+    // What an unread list answers is not a use: `len()`, and `join_field` of an item
+    // field its rule types as a scalar; `join_field` of another field is.
+    let t = Tables::new();
+    let bind = |field: &str| {
+        format!(
+            "pool_size: = state.current_proposals.len()\n          ids: = state.current_proposals.join_field(\"{field}\", \", \")"
+        )
+    };
+    t.edit(
+        "agents/background-control.yaml",
+        "pool_size: = state.current_proposals.len()",
+        &bind("proposal_id"),
+    );
+    let (code, out) = t.check();
+    assert_eq!(code, 0, "{out}");
+    let t = Tables::new();
+    t.edit(
+        "agents/background-control.yaml",
+        "pool_size: = state.current_proposals.len()",
+        &bind("rationale"),
+    );
+    assert_finding(
+        &t,
+        "agents/background-control.yaml",
+        "unread-field-used",
+        &["plan_background_work", "`current_proposals`"],
+    );
+    // `len()` of a field whose rule checks no items is a use.
+    let t = Tables::new();
+    t.edit(
+        "agents/remote-execution-control.yaml",
+        "unread: { state: [current_proposals, next_proposals] }\n    steps:\n      - use: require-load\n      - use: require-state\n      - let:\n          smoke_path",
+        "unread: { state: [current_proposals, next_proposals, proposal_cycle] }\n    steps:\n      - use: require-load\n      - use: require-state\n      - let:\n          cycles: = state.proposal_cycle.len()\n          smoke_path",
+    );
+    assert_finding(
+        &t,
+        "agents/remote-execution-control.yaml",
+        "unread-field-used",
+        &["gate_local_sanity", "`proposal_cycle`"],
+    );
     // Unknown schema and unknown field, with a suggestion.
     let t = Tables::new();
     t.edit(

@@ -176,6 +176,12 @@ impl<'de> TopLevelFields<'de> for Leaving<'_> {
 /// The item fields of a list rule whose values its scan keeps exactly: scalars its item
 /// rule types (the scan builds every scalar; a value of another kind fails the check).
 /// `None` when the rule does not check each item (the scan keeps no entry per item).
+/// An unread list under `rule` answers `len()` when this is `Some`, and `join_field` of
+/// the fields listed (`metaopt machine check` holds tables to the same).
+pub fn answered_item_fields(rule: &FieldRule) -> Option<Vec<String>> {
+    outline(rule).map(|fields| fields.to_vec())
+}
+
 fn outline(rule: &FieldRule) -> Option<Rc<[String]>> {
     use crate::machine::model::TypeSpec;
     let items = rule.items.as_deref()?;

@@ -696,7 +696,15 @@ impl<'a> Checker<'a> {
                                 ),
                                 format!("use a field listed under `fields:` in {rel}"),
                             );
-                        } else if let Some(at) = mentions_field(&phase.items, field) {
+                        } else if let Some(at) = mentions_field(
+                            &phase.items,
+                            field,
+                            table
+                                .fields
+                                .get(field)
+                                .and_then(crate::engine::unread::answered_item_fields)
+                                .as_deref(),
+                        ) {
                             self.push(
                                 &agent.file,
                                 &anchors,
@@ -1075,12 +1083,26 @@ fn directive_problems(
     out
 }
 
-/// The first step of `items` that mentions `field`: as a property (`.field`, but for
-/// `.field.len()` and `.field.join_field(..)`, which an unread list answers), a quoted
+/// The first step of `items` that mentions `field`: as a property (`.field`), a quoted
 /// name (`"field"`, `'field'`: an index) or a key, whole or dotted (`set:`, `append:`);
-/// described for a finding.
-fn mentions_field(items: &[FlatItem], field: &str) -> Option<String> {
+/// described for a finding. What an unread list answers is not a mention: `.field.len()`
+/// when its rule checks items, `.field.join_field("x", ..)` when `x` is among
+/// `answers` (see `engine::unread::answered_item_fields`).
+fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -> Option<String> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let answered = |rest: &str| {
+        let Some(fields) = answers else {
+            return false;
+        };
+        if rest.starts_with(".len()") {
+            return true;
+        }
+        rest.strip_prefix(".join_field(")
+            .map(str::trim_start)
+            .and_then(|arg| arg.strip_prefix('"'))
+            .and_then(|arg| arg.split_once('"'))
+            .is_some_and(|(name, _)| fields.iter().any(|f| f == name))
+    };
     let mentions = |text: &str| {
         text == field
             || text
@@ -1088,14 +1110,10 @@ fn mentions_field(items: &[FlatItem], field: &str) -> Option<String> {
                 .is_some_and(|rest| rest.starts_with('.'))
             || text.match_indices(field).any(|(at, _)| {
                 let before = text[..at].chars().next_back();
-                let after = text[at + field.len()..].chars().next();
-                let quoted = |q: char| before == Some(q) && after == Some(q);
-                // What an unread list still answers is not a read of it.
                 let rest = &text[at + field.len()..];
-                let outline = [".len()", ".join_field("]
-                    .iter()
-                    .any(|m| rest.starts_with(m));
-                (before == Some('.') && !after.is_some_and(is_ident) && !outline)
+                let after = rest.chars().next();
+                let quoted = |q: char| before == Some(q) && after == Some(q);
+                (before == Some('.') && !after.is_some_and(is_ident) && !answered(rest))
                     || quoted('"')
                     || quoted('\'')
             })
