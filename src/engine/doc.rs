@@ -6,7 +6,7 @@
 //! Scalars follow serde_json's reading: an integer that fits in i64 is an
 //! integer, any other number a float; `null` is `()`.
 
-use crate::engine::unread::{Unread, may_be_unread};
+use crate::engine::unread::{self, Unread, may_be_unread};
 use rhai::{Array, Dynamic, ImmutableString, Map};
 use serde_json::Value;
 
@@ -234,10 +234,8 @@ impl serde::Serialize for Faithful<'_> {
             }
             return seq.end();
         }
-        if may_be_unread(self.value)
-            && let Some(u) = self.value.read_lock::<Unread>()
-        {
-            let value = u.value().map_err(serde::ser::Error::custom)?;
+        if let Some(parsed) = unread::parsed(self.value) {
+            let value = parsed.map_err(serde::ser::Error::custom)?;
             return at(&value).serialize(ser);
         }
         if !plain_scalar(self.value) {
@@ -389,8 +387,7 @@ fn same_unread(a: &Dynamic, b: &Dynamic) -> Option<bool> {
             _ => x.value().is_ok_and(|x| same(&x, b)),
         });
     }
-    b.read_lock::<Unread>()
-        .map(|y| y.value().is_ok_and(|y| same(a, &y)))
+    unread::parsed(b).map(|y| y.is_ok_and(|y| same(a, &y)))
 }
 
 /// The deepest nesting of arrays and maps in `value` (a scalar: 0); stops counting past `limit`.
@@ -411,11 +408,9 @@ pub fn nesting(value: &Dynamic, limit: usize) -> usize {
                 .map(|c| walk(c, depth + 1, limit))
                 .fold(depth + 1, usize::max);
         }
-        if may_be_unread(v)
-            && let Some(u) = v.read_lock::<Unread>()
-        {
+        if let Some(parsed) = unread::parsed(v) {
             // Measured on the value (a field moved deeper may pass the limit).
-            return u.value().map_or(depth, |value| walk(&value, depth, limit));
+            return parsed.map_or(depth, |value| walk(&value, depth, limit));
         }
         depth
     }
@@ -449,8 +444,8 @@ pub fn from_json(value: &Value) -> Dynamic {
 /// the tests hold the two to each other.
 #[cfg(test)]
 pub fn round_trips(value: &Dynamic) -> bool {
-    if let Some(u) = value.read_lock::<Unread>() {
-        return u.value().is_ok_and(|v| round_trips(&v));
+    if let Some(parsed) = unread::parsed(value) {
+        return parsed.is_ok_and(|v| round_trips(&v));
     }
     if let Some(m) = value.read_lock::<Map>() {
         return m.values().all(round_trips);
@@ -473,12 +468,10 @@ fn plain_scalar(value: &Dynamic) -> bool {
 /// A script value as JSON: `()` is null, a non-finite float is null, a character is a
 /// string; other script types (function pointers, ...) print as serde_json prints them.
 pub fn to_json(value: &Dynamic) -> Value {
-    if may_be_unread(value)
-        && let Some(u) = value.read_lock::<Unread>()
-    {
+    if let Some(parsed) = unread::parsed(value) {
         // Parsed once already: an error is a bug, and `null` is never written to the
         // state (printing a state goes through `print_pretty`, which stops on it).
-        return u.value().map_or(Value::Null, |v| to_json(&v));
+        return parsed.map_or(Value::Null, |v| to_json(&v));
     }
     if let Some(m) = value.read_lock::<Map>() {
         return Value::Object(m.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect());

@@ -117,17 +117,22 @@ pub fn may_be_unread(value: &Dynamic) -> bool {
     value.is_variant() || value.is_shared()
 }
 
+/// The value of `value` when it is a field left unread, parsed now from its text;
+/// `None` for any other value. The one way the engine's walks over values (printing,
+/// conversion, nesting, changes in place) see through an unread field.
+pub fn parsed(value: &Dynamic) -> Option<Result<Dynamic, String>> {
+    if !may_be_unread(value) {
+        return None;
+    }
+    value.read_lock::<Unread>().map(|unread| unread.value())
+}
+
 /// Replaces a field left unread by its value, parsed (before the engine changes it in
 /// place: `set:` below it, `append:`); anything else is left alone.
 pub fn materialize(value: &mut Dynamic) -> Result<(), String> {
-    if !may_be_unread(value) {
-        return Ok(());
+    if let Some(parsed) = parsed(value) {
+        *value = parsed?;
     }
-    let parsed = match value.read_lock::<Unread>() {
-        Some(unread) => unread.value()?,
-        None => return Ok(()),
-    };
-    *value = parsed;
     Ok(())
 }
 
