@@ -573,7 +573,7 @@ fn read_fields(path: &str, fields: &Array) -> Map {
 
 /// [`crate::engine::doc_cache::load_leaving`] with each unread field's rule in `schema`
 /// (a schema that does not build: the document is loaded whole, and its check reports it).
-fn load_leaving(
+fn load_leaving_by_schema(
     ctx: &NativeCallContext,
     shared: &Rc<RefCell<SharedTables>>,
     path: &str,
@@ -599,7 +599,7 @@ fn read_doc(
     schema: &str,
 ) -> Map {
     let loaded = match crate::engine::doc_cache::unread_for(schema) {
-        Some(unread) if !yaml => load_leaving(ctx, shared, path, schema, &unread),
+        Some(unread) if !yaml => load_leaving_by_schema(ctx, shared, path, schema, &unread),
         _ => crate::engine::doc_cache::load(path, yaml),
     };
     match loaded {
