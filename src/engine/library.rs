@@ -152,6 +152,32 @@ impl Library {
         Ok(Some(out))
     }
 
+    /// The fields of `this` a function named `name` reads, with the functions it calls
+    /// on `this` (see [`crate::engine::sandbox::projected_fields_with`]); `None` when it
+    /// may use `this` whole, or no function has that name.
+    pub fn this_fields(&self, name: &str) -> Option<Vec<String>> {
+        self.this_fields_in(name, &RefCell::new(Vec::new()))
+    }
+
+    fn this_fields_in(&self, name: &str, seen: &RefCell<Vec<String>>) -> Option<Vec<String>> {
+        let found = self.chunks_named(name);
+        if found.is_empty() {
+            return None;
+        }
+        if seen.borrow().iter().any(|s| s == name) {
+            return Some(Vec::new()); // its fields are counted where it was first met
+        }
+        seen.borrow_mut().push(name.to_string());
+        let texts: Vec<String> = {
+            let chunks = self.chunks.borrow();
+            found.iter().map(|&i| chunks[i].text.clone()).collect()
+        };
+        let sources: Vec<&str> = texts.iter().map(String::as_str).collect();
+        crate::engine::sandbox::projected_fields_with(&sources, "this", &|m| {
+            self.this_fields_in(m, seen)
+        })
+    }
+
     /// Compiles every chunk; one message per chunk that does not compile and per line
     /// outside a function.
     pub fn compile_all(&self, engine: &Engine) -> Vec<String> {
@@ -171,6 +197,25 @@ mod tests {
             "lib/a.rhai".into(),
             "// header\n\nfn a(x) { b(x) + 1 }\n\n// b doubles\nfn b(x) { x * 2 }\nfn b(x, y) { x * y }\nfn c() { 0 }\n".into(),
         )])
+    }
+
+    #[test]
+    fn a_method_reads_the_fields_of_this_its_body_and_its_methods_read() {
+        let l = Library::new(&[(
+            "lib/m.rhai".into(),
+            "fn body() { this.a + this?.b.c + this.more() + this.body() }\n\
+             fn more() { f(this.d) }\n\
+             fn whole() { f(this) }\n\
+             fn calls_whole() { this.whole() }\n"
+                .into(),
+        )]);
+        assert_eq!(
+            l.this_fields("body"),
+            Some(["a", "b", "d"].map(String::from).to_vec())
+        );
+        assert_eq!(l.this_fields("whole"), None);
+        assert_eq!(l.this_fields("calls_whole"), None);
+        assert_eq!(l.this_fields("unknown"), None);
     }
 
     #[test]

@@ -43,7 +43,11 @@ impl TextTemplates {
     /// entry whole (see [`crate::engine::sandbox::projected_fields`]).
     pub fn fields_read(&self, name: &str, entry: &str) -> Option<Vec<String>> {
         let text = self.sources.get(name)?;
-        crate::engine::sandbox::projected_fields(&[text.as_str()], &format!("{CTX}.{entry}"))
+        crate::engine::sandbox::projected_fields_with(
+            &[text.as_str()],
+            &format!("{CTX}.{entry}"),
+            &|method| self.library.this_fields(method),
+        )
     }
 
     /// True when a template `name` exists.

@@ -119,12 +119,27 @@ impl SchemaChecks {
     }
 }
 
-/// The fields read as `<name>.<field>` in `sources`, or `None` when `name` is used any
-/// other way (passed whole, indexed, a method called on it, or the word appears in
-/// text): then nothing is omitted.
+/// The fields read as `<name>.<field>` (or `<name>?.<field>`) in `sources`, or `None`
+/// when `name` is used any other way (passed whole, indexed, a method called on it, or
+/// the word appears in text): then nothing is omitted.
 pub fn projected_fields(sources: &[&str], name: &str) -> Option<Vec<String>> {
+    projected_fields_with(sources, name, &|_| None)
+}
+
+/// [`projected_fields`], where a method called on `name` reads the fields `methods`
+/// gives for it (`None`: it may use its `this` whole).
+pub fn projected_fields_with(
+    sources: &[&str],
+    name: &str,
+    methods: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Option<Vec<String>> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut fields: Vec<String> = Vec::new();
+    let mut add = |field: &str| {
+        if !fields.iter().any(|f| f == field) {
+            fields.push(field.to_string());
+        }
+    };
     for src in sources {
         let mut from = 0;
         while let Some(at) = src[from..].find(name) {
@@ -136,14 +151,19 @@ pub fn projected_fields(sources: &[&str], name: &str) -> Option<Vec<String>> {
             if before.is_some_and(is_ident) || after.is_some_and(is_ident) {
                 continue; // part of a longer word
             }
-            let rest = src[end..].strip_prefix('.')?;
+            let after_name = &src[end..];
+            let rest = after_name
+                .strip_prefix('.')
+                .or_else(|| after_name.strip_prefix("?."))?;
             let len = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
             let field = &rest[..len];
-            if field.is_empty() || rest[len..].trim_start().starts_with('(') {
+            if field.is_empty() {
                 return None;
             }
-            if !fields.iter().any(|f| f == field) {
-                fields.push(field.to_string());
+            if rest[len..].trim_start().starts_with('(') {
+                methods(field)?.iter().for_each(|f| add(f));
+            } else {
+                add(field);
             }
         }
     }
@@ -943,6 +963,24 @@ mod projection_tests {
             projected_fields(&["state.a && f(args, state.b)"], "state"),
             Some(vec!["a".into(), "b".into()])
         );
+    }
+
+    #[test]
+    fn a_method_reads_the_fields_its_body_reads() {
+        use super::projected_fields_with;
+        let methods = |m: &str| match m {
+            "body" => Some(vec!["x".to_string(), "a".to_string()]),
+            _ => None,
+        };
+        assert_eq!(
+            projected_fields_with(&["ctx.s?.a + ctx.s.body(1)"], "ctx.s", &methods),
+            Some(vec!["a".into(), "x".into()])
+        );
+        assert_eq!(
+            projected_fields_with(&["ctx.s.other()"], "ctx.s", &methods),
+            None
+        );
+        assert_eq!(projected_fields(&["ctx.s.body()"], "ctx.s"), None);
     }
 }
 
