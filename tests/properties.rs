@@ -100,7 +100,7 @@ proptest! {
                 for schema in ["campaign", "state"] {
                     let _ = sandbox::schema_issues(&m.sandbox.engine, &m.sandbox.shared.borrow(), schema, &sandbox::to_dynamic(&doc));
                 }
-                let _ = handoff::violations(&m, "metaopt-background-control", &doc, dir.path());
+                let _ = handoff::violations(&m, "metaopt-background-control", &doc, &[], dir.path());
             }
         }
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -155,7 +155,7 @@ proptest! {
         for k in &keys {
             p.insert(k.to_string(), json!({"x": leafv.clone()}));
         }
-        let found = handoff::violations(&m, "metaopt-remote-execution-control", &handoff_with_patch(Value::Object(p)), std::path::Path::new("."));
+        let found = handoff::violations(&m, "metaopt-remote-execution-control", &handoff_with_patch(Value::Object(p)), &[], std::path::Path::new("."));
         let unowned: Vec<&&str> = keys.iter().filter(|k| !owns.contains(k)).collect();
         prop_assert_eq!(found.len(), unowned.len(), "{:?}", found);
         for k in unowned {

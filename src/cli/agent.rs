@@ -4,7 +4,7 @@
 //! exit code is 0 for every outcome the contract describes.
 
 use crate::engine::effects;
-use crate::engine::handoff::to_pretty;
+use crate::engine::handoff::print_outcome;
 use crate::engine::phase::{PhaseArgs, PhaseOutcome, lookup, run_phase};
 use crate::machine::Machine;
 use crate::workspace::fsio::write_atomic;
@@ -82,22 +82,24 @@ impl AgentArgs {
 
 /// Runs the phase and applies its effects as `metaopt agent` does: files first, then the
 /// handoff, then (with `--apply-state`) the state and consumed results.
-pub fn execute(machine: &Machine, args: &AgentArgs) -> Result<PhaseOutcome, String> {
+/// Returns the outcome and the handoff's text.
+pub fn execute(machine: &Machine, args: &AgentArgs) -> Result<(PhaseOutcome, String), String> {
     let (agent, phase) =
         lookup(machine, &args.agent, args.mode.as_deref()).map_err(|e| e.to_string())?;
     let outcome = run_phase(machine, agent, phase, &args.phase_args(), &crate::now());
     effects::apply_writes(&outcome.writes)?;
+    let apply = args.apply_state && outcome.new_state.is_some();
+    let (handoff, state_text) = print_outcome(&outcome, apply)
+        .map_err(|e| format!("{}: cannot write state: {e}", args.state_path))?;
     if let Some(out) = &args.output {
-        write_atomic(out, to_pretty(&outcome.handoff).as_bytes())
+        write_atomic(out, handoff.text.as_bytes())
             .map_err(|e| format!("{}: cannot write handoff: {e}", out.display()))?;
     }
-    if args.apply_state
-        && let Some(state) = &outcome.new_state
-    {
-        crate::engine::doc::write_state(&args.state_path, state)?;
+    if let Some(state_text) = state_text {
+        crate::engine::doc::write_state_text(&args.state_path, &state_text.text)?;
         effects::consume(&outcome.consumes)?;
     }
-    Ok(outcome)
+    Ok((outcome, handoff.text))
 }
 
 /// `metaopt agent`.
@@ -110,9 +112,9 @@ pub fn run(machine_dir: Option<&Path>, args: AgentArgs) -> i32 {
     crate::engine::timing::mark("load tables");
     crate::engine::exit::leave_phase_scopes();
     match execute(machine, &args) {
-        Ok(outcome) => {
+        Ok((outcome, text)) => {
             crate::engine::timing::mark("write files");
-            crate::say!("{}", to_pretty(&outcome.handoff).trim_end());
+            crate::say!("{}", text.trim_end());
             crate::engine::timing::mark("print handoff");
             // The process ends here: its memory goes back without a destructor walk.
             crate::engine::exit::leave(outcome);

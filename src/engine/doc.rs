@@ -206,6 +206,69 @@ pub fn print_pretty(value: &Dynamic) -> Result<Printed, String> {
     })
 }
 
+/// A map printed field by field: each top-level value's pretty text, so that a text
+/// can be reused (a handoff's state patch holds some of a new state's values whole).
+#[derive(Debug)]
+pub struct PrintedFields {
+    /// `(key, the value's pretty text without a final newline)`, in the map's order.
+    fields: Vec<(String, String)>,
+    /// Every text gives its value back (see [`Printed::faithful`]).
+    faithful: bool,
+}
+
+impl PrintedFields {
+    /// The printed text of field `key`.
+    pub fn text_of(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// The whole map's text, as [`print_pretty`] prints it.
+    pub fn assemble(&self) -> Printed {
+        let mut text = crate::engine::json_text::object(
+            self.fields.iter().map(|(k, t)| (k.as_str(), t.as_str())),
+        );
+        text.push('\n');
+        Printed {
+            text,
+            faithful: self.faithful,
+        }
+    }
+}
+
+/// `value`'s fields printed apart (`None`: it is not a map).
+pub fn print_fields(value: &Dynamic) -> Result<Option<PrintedFields>, String> {
+    let Some(map) = value.read_lock::<Map>() else {
+        return Ok(None);
+    };
+    let faithful = std::cell::Cell::new(true);
+    let mut fields = Vec::with_capacity(map.len());
+    for (k, v) in map.iter() {
+        let text = serde_json::to_string_pretty(&Faithful {
+            value: v,
+            faithful: &faithful,
+        })
+        .map_err(|e| e.to_string())?;
+        fields.push((k.to_string(), text));
+    }
+    Ok(Some(PrintedFields {
+        fields,
+        faithful: faithful.get(),
+    }))
+}
+
+/// `value` as pretty JSON without a final newline (a piece of a larger text).
+pub fn pretty_piece(value: &Dynamic) -> Result<String, String> {
+    let faithful = std::cell::Cell::new(true);
+    serde_json::to_string_pretty(&Faithful {
+        value,
+        faithful: &faithful,
+    })
+    .map_err(|e| e.to_string())
+}
+
 /// Prints a script value as rhai prints it, noting any value the text will not give
 /// back (what [`round_trips`] rejects: a non-finite float, a character, other types).
 struct Faithful<'a> {

@@ -4,10 +4,15 @@
 //! violation is listed; any one of them makes the handoff a protocol
 //! violation.
 
+use crate::engine::doc::{Printed, PrintedFields, pretty_piece, print_fields, print_pretty};
+use crate::engine::json_text;
 use crate::engine::patch::leaf_paths;
+use crate::engine::phase::PhaseOutcome;
 use crate::machine::Machine;
 use crate::workspace::fsio::resolves_inside;
+use rhai::Dynamic;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::path::Path;
 
 /// Pretty JSON with sorted keys and a trailing newline.
@@ -17,8 +22,106 @@ pub fn to_pretty(value: &Value) -> String {
     s
 }
 
-/// Every way `handoff` breaks the policy, for `agent`, with files resolved from `base`.
-pub fn violations(machine: &Machine, agent: &str, handoff: &Value, base: &Path) -> Vec<String> {
+/// A phase's handoff as written: its text and its state patch's text.
+#[derive(Debug)]
+pub struct PrintedHandoff {
+    /// The handoff, pretty, with a final newline (what [`to_pretty`] prints of the
+    /// whole handoff).
+    pub text: String,
+    /// The state patch, pretty, without a final newline (`null` when there is none).
+    pub patch: String,
+}
+
+/// Prints `handoff`, whose state patch also holds the new `state`'s values at the keys
+/// `from_state` names (see [`crate::engine::patch::Patch`]): their texts come from
+/// `fields`, the state printed already, or are printed from `state` here.
+pub fn print(
+    handoff: &Value,
+    from_state: &[String],
+    state: Option<&Dynamic>,
+    fields: Option<&PrintedFields>,
+) -> Result<PrintedHandoff, String> {
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into());
+    let Some(envelope) = handoff.as_object() else {
+        return Ok(PrintedHandoff {
+            text: to_pretty(handoff),
+            patch: "null".into(),
+        });
+    };
+    let patch_json = envelope.get("state_patch").unwrap_or(&Value::Null);
+    let patch = match patch_json.as_object() {
+        Some(entries) if !from_state.is_empty() => {
+            let state_map = state.and_then(|s| s.read_lock::<rhai::Map>());
+            let mut texts: Vec<(&str, Cow<str>)> = entries
+                .iter()
+                .map(|(k, v)| (k.as_str(), Cow::Owned(pretty(v))))
+                .collect();
+            for key in from_state {
+                let text = match fields.and_then(|f| f.text_of(key)) {
+                    Some(t) => Cow::Borrowed(t),
+                    None => match state_map.as_ref().and_then(|m| m.get(key.as_str())) {
+                        Some(v) => Cow::Owned(pretty_piece(v)?),
+                        None => Cow::Borrowed("null"),
+                    },
+                };
+                texts.push((key.as_str(), text));
+            }
+            texts.sort_by(|a, b| a.0.cmp(b.0));
+            json_text::object(texts.iter().map(|(k, t)| (*k, t.as_ref())))
+        }
+        _ => pretty(patch_json),
+    };
+    let texts: Vec<(&str, Cow<str>)> = envelope
+        .iter()
+        .map(|(k, v)| {
+            let text = if k == "state_patch" {
+                Cow::Borrowed(patch.as_str())
+            } else {
+                Cow::Owned(pretty(v))
+            };
+            (k.as_str(), text)
+        })
+        .collect();
+    let mut text = json_text::object(texts.iter().map(|(k, t)| (*k, t.as_ref())));
+    text.push('\n');
+    Ok(PrintedHandoff { text, patch })
+}
+
+/// Prints `outcome`'s handoff and, with `print_state`, its new state. The state is
+/// printed field by field, and the values the state patch holds whole are taken from
+/// those texts: a proposal pool is printed once for both.
+pub fn print_outcome(
+    outcome: &PhaseOutcome,
+    print_state: bool,
+) -> Result<(PrintedHandoff, Option<Printed>), String> {
+    let state = outcome.new_state.as_ref().filter(|_| print_state);
+    let fields = match state {
+        Some(s) => print_fields(s)?,
+        None => None,
+    };
+    let printed_state = match (state, &fields) {
+        (_, Some(f)) => Some(f.assemble()),
+        (Some(s), None) => Some(print_pretty(s)?),
+        (None, None) => None,
+    };
+    let handoff = print(
+        &outcome.handoff,
+        &outcome.patch_from_state,
+        outcome.new_state.as_ref(),
+        fields.as_ref(),
+    )?;
+    Ok((handoff, printed_state))
+}
+
+/// Every way `handoff` breaks the policy, for `agent`, with files resolved from `base`;
+/// its state patch also sets the top-level keys `from_state` names.
+pub fn violations(
+    machine: &Machine,
+    agent: &str,
+    handoff: &Value,
+    from_state: &[String],
+    base: &Path,
+) -> Vec<String> {
     let policy = &machine.policy;
     let mut out = Vec::new();
     let Some(h) = handoff.as_object() else {
@@ -52,7 +155,10 @@ pub fn violations(machine: &Machine, agent: &str, handoff: &Value, base: &Path) 
     match h.get("state_patch") {
         None | Some(Value::Null) => {}
         Some(p @ Value::Object(_)) => {
-            for path in leaf_paths(p) {
+            let named = from_state.iter().map(|k| vec![k.clone()]);
+            let mut paths: Vec<Vec<String>> = leaf_paths(p).into_iter().chain(named).collect();
+            paths.sort();
+            for path in paths {
                 let top = path[0].as_str();
                 if !owns.contains(&top) {
                     out.push(format!(

@@ -5,6 +5,7 @@ pub mod doc_cache;
 pub mod effects;
 pub mod exit;
 pub mod handoff;
+pub mod json_text;
 pub mod library;
 pub mod patch;
 pub mod phase;

@@ -1,6 +1,10 @@
 //! State patches: the minimal recursive diff between two states, and its
 //! application. Objects are diffed key by key; anything else is replaced
 //! whole. A key that disappears is written as `null`.
+//!
+//! A phase's patch ([`Patch`]) does not copy the top-level values it replaces
+//! whole: it names them, and they are printed from the new state (for a large
+//! campaign they are whole proposal pools, which the state prints anyway).
 
 use crate::engine::doc::{from_json, same, to_json};
 use rhai::{Dynamic, Map};
@@ -11,26 +15,78 @@ type JsonMap = serde_json::Map<String, Value>;
 
 /// Minimal recursive patch that turns `old` into `new`, skipping `skip` keys at the top level.
 pub fn diff(old: &Value, new: &Value, skip: &[&str]) -> Value {
-    diff_values(&from_json(old), &from_json(new), skip)
+    let new = from_json(new);
+    diff_values(&from_json(old), &new, skip).to_value(Some(&new))
 }
 
-/// [`diff`] of two script values (states are held as script values).
-pub fn diff_values(old: &Dynamic, new: &Dynamic, skip: &[&str]) -> Value {
+/// A phase's state patch: a JSON object, less the top-level keys whose new value (not
+/// a map) replaces the old one whole; those are named, and their values are the new
+/// state's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patch {
+    /// The patch without the keys in `from_state` (an object).
+    pub json: Value,
+    /// Top-level keys whose patch value is the new state's value there, whole.
+    pub from_state: Vec<String>,
+}
+
+impl Patch {
+    /// No change.
+    pub fn empty() -> Self {
+        Self {
+            json: Value::Object(JsonMap::new()),
+            from_state: Vec::new(),
+        }
+    }
+
+    /// True when the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.from_state.is_empty() && self.json.as_object().is_none_or(JsonMap::is_empty)
+    }
+
+    /// The patch as one JSON object, its named values taken from `state`.
+    pub fn to_value(&self, state: Option<&Dynamic>) -> Value {
+        let mut out = self.json.clone();
+        if let (Some(obj), Some(map)) = (
+            out.as_object_mut(),
+            state.and_then(|s| s.read_lock::<Map>()),
+        ) {
+            for key in &self.from_state {
+                let value = map.get(key.as_str()).map_or(Value::Null, to_json);
+                obj.insert(key.clone(), value);
+            }
+        }
+        out
+    }
+}
+
+/// [`diff`] of two script values (states are held as script values), whole top-level
+/// values named (see [`Patch`]).
+pub fn diff_values(old: &Dynamic, new: &Dynamic, skip: &[&str]) -> Patch {
     let empty = Map::new();
     let old_lock = old.read_lock::<Map>();
     let old_map = old_lock.as_deref().unwrap_or(&empty);
+    let mut patch = Patch::empty();
     let Some(new_map) = new.read_lock::<Map>() else {
-        return Value::Object(JsonMap::new());
+        return patch;
     };
     let mut out = JsonMap::new();
-    diff_maps(old_map, &new_map, skip, &mut out);
-    Value::Object(out)
+    diff_maps(
+        old_map,
+        &new_map,
+        skip,
+        &mut out,
+        Some(&mut patch.from_state),
+    );
+    patch.json = Value::Object(out);
+    patch
 }
 
 /// [`diff_values`] where only `keys` can differ: `old` holds those of them the old state
 /// had, `new` is the whole new state. Equal to `diff_values(old_state, new)` for such states.
-pub fn diff_keys(old: &Map, new: &Dynamic, keys: &[String], skip: &[&str]) -> Value {
+pub fn diff_keys(old: &Map, new: &Dynamic, keys: &[String], skip: &[&str]) -> Patch {
     let mut out = JsonMap::new();
+    let mut patch = Patch::empty();
     let empty = Map::new();
     let new_lock = new.read_lock::<Map>();
     let new_map = new_lock.as_deref().unwrap_or(&empty);
@@ -40,15 +96,31 @@ pub fn diff_keys(old: &Map, new: &Dynamic, keys: &[String], skip: &[&str]) -> Va
             old.get(key.as_str()),
             new_map.get(key.as_str()),
             &mut out,
+            Some(&mut patch.from_state),
         );
     }
-    Value::Object(out)
+    patch.json = Value::Object(out);
+    patch
 }
 
-fn diff_maps(old: &Map, new: &Map, skip: &[&str], out: &mut JsonMap) {
+/// Diffs two maps into `out`; with `named`, a value replaced whole is named there
+/// instead of converted (the top level of a [`Patch`]).
+fn diff_maps(
+    old: &Map,
+    new: &Map,
+    skip: &[&str],
+    out: &mut JsonMap,
+    mut named: Option<&mut Vec<String>>,
+) {
     let kept = |key: &str| !skip.contains(&key);
     for (key, new_value) in new.iter().filter(|(k, _)| kept(k.as_str())) {
-        diff_entry(key, old.get(key.as_str()), Some(new_value), out);
+        diff_entry(
+            key,
+            old.get(key.as_str()),
+            Some(new_value),
+            out,
+            named.as_deref_mut(),
+        );
     }
     for key in old.keys().filter(|k| kept(k.as_str())) {
         if !new.contains_key(key.as_str()) {
@@ -58,22 +130,32 @@ fn diff_maps(old: &Map, new: &Map, skip: &[&str], out: &mut JsonMap) {
 }
 
 /// The patch entry of one key: nothing when equal, the inner diff of two maps, `null`
-/// for a key that disappears, the new value otherwise.
-fn diff_entry(key: &str, old: Option<&Dynamic>, new: Option<&Dynamic>, out: &mut JsonMap) {
+/// for a key that disappears, the new value otherwise (named in `named`, when given).
+fn diff_entry(
+    key: &str,
+    old: Option<&Dynamic>,
+    new: Option<&Dynamic>,
+    out: &mut JsonMap,
+    named: Option<&mut Vec<String>>,
+) {
     match (old, new) {
         (Some(o), Some(n)) if same(o, n) => {}
         (Some(o), Some(n)) if o.is_map() && n.is_map() => {
             let mut inner = JsonMap::new();
             if let (Some(o), Some(n)) = (o.read_lock::<Map>(), n.read_lock::<Map>()) {
-                diff_maps(&o, &n, &[], &mut inner);
+                diff_maps(&o, &n, &[], &mut inner, None);
             }
             if !inner.is_empty() {
                 out.insert(key.to_string(), Value::Object(inner));
             }
         }
-        (_, Some(n)) => {
-            out.insert(key.to_string(), to_json(n));
-        }
+        // A map stays in the JSON patch: its keys are paths the ownership check walks.
+        (_, Some(n)) => match named {
+            Some(named) if !n.is_map() => named.push(key.to_string()),
+            _ => {
+                out.insert(key.to_string(), to_json(n));
+            }
+        },
         (Some(_), None) => {
             out.insert(key.to_string(), Value::Null);
         }
@@ -129,22 +211,28 @@ mod tests {
     #[test]
     fn diff_keys_equals_the_full_diff() {
         let old = json!({"a": {"x": 1, "y": 2}, "b": [1], "c": null, "d": 4, "machine_state": "A"});
-        let new =
-            json!({"a": {"x": 1, "y": 3}, "b": [1], "c": null, "e": null, "machine_state": "B"});
-        let keys: Vec<String> = ["a", "b", "c", "d", "e", "machine_state"]
+        let new = json!({"a": {"x": 1, "y": 3}, "b": [1], "c": null, "e": null, "f": {"k": [2]},
+                         "machine_state": "B"});
+        let keys: Vec<String> = ["a", "b", "c", "d", "e", "f", "machine_state"]
             .iter()
             .map(|k| k.to_string())
             .collect();
         let before = from_json(&old).cast::<Map>();
         let new_value = from_json(&new);
         let skip = ["machine_state"];
+        let patch = diff_keys(&before, &new_value, &keys, &skip);
+        assert_eq!(patch, diff_values(&from_json(&old), &new_value, &skip));
+        assert_eq!(patch.to_value(Some(&new_value)), diff(&old, &new, &skip));
         assert_eq!(
-            diff_keys(&before, &new_value, &keys, &skip),
-            diff(&old, &new, &skip)
+            patch.to_value(Some(&new_value)),
+            json!({"a": {"y": 3}, "d": null, "e": null, "f": {"k": [2]}})
         );
+        // Whole top-level values are named, not copied; maps, nested values and
+        // removals are not.
+        assert_eq!(patch.from_state, ["e"]);
         assert_eq!(
-            diff_keys(&before, &new_value, &keys, &skip),
-            json!({"a": {"y": 3}, "d": null, "e": null})
+            patch.json,
+            json!({"a": {"y": 3}, "d": null, "f": {"k": [2]}})
         );
     }
 

@@ -86,8 +86,11 @@ pub struct GuardSeen {
 /// What a phase decided.
 #[derive(Debug, Clone)]
 pub struct PhaseOutcome {
-    /// The handoff envelope.
+    /// The handoff envelope, less the state patch's values named in `patch_from_state`.
     pub handoff: Value,
+    /// Top-level keys of the state patch whose values are `new_state`'s, whole: they are
+    /// printed from it, not copied into `handoff` (see [`patch::Patch`]).
+    pub patch_from_state: Vec<String>,
     /// The full new state, when the outcome changes or confirms it.
     pub new_state: Option<Dynamic>,
     /// True when `new_state` differs from the state the phase read (its patch is not
@@ -108,6 +111,28 @@ pub struct PhaseOutcome {
     /// `set`/`append` (or `consume`), the keys those touched and the two the runner
     /// places; the others are as they were read.
     pub unchecked: Option<Vec<String>>,
+}
+
+impl PhaseOutcome {
+    /// The whole handoff as JSON, its state patch complete (a copy: for checks and
+    /// tests; the runner prints it with [`crate::engine::handoff::print`]).
+    pub fn handoff_value(&self) -> std::borrow::Cow<'_, Value> {
+        if self.patch_from_state.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.handoff);
+        }
+        let mut h = self.handoff.clone();
+        if let Some(obj) = h.as_object_mut() {
+            let patch = patch::Patch {
+                json: obj.remove("state_patch").unwrap_or(Value::Null),
+                from_state: self.patch_from_state.clone(),
+            };
+            obj.insert(
+                "state_patch".into(),
+                patch.to_value(self.new_state.as_ref()),
+            );
+        }
+        std::borrow::Cow::Owned(h)
+    }
 }
 
 /// A phase that could not run at all (unknown agent or phase).
@@ -255,7 +280,7 @@ pub fn run_phase(
 /// What a rule makes of the state: the patch, the new state, the two placed keys as
 /// they were, and the keys to check again (see [`PhaseOutcome::unchecked`]).
 struct NewState {
-    patch: Value,
+    patch: patch::Patch,
     state: Dynamic,
     place_before: [Option<String>; 2],
     unchecked: Option<Vec<String>>,
@@ -453,6 +478,7 @@ impl<'m> Run<'m> {
         let h = self.envelope(None, Value::Null, summary, recovery);
         PhaseOutcome {
             handoff: Value::Object(h),
+            patch_from_state: Vec::new(),
             new_state: None,
             state_changed: false,
             writes: vec![],
@@ -610,6 +636,7 @@ impl<'m> Run<'m> {
             let h = self.envelope(None, Value::Null, s, r);
             return Ok(PhaseOutcome {
                 handoff: Value::Object(h),
+                patch_from_state: Vec::new(),
                 new_state: None,
                 state_changed: false,
                 writes: vec![],
@@ -674,9 +701,13 @@ impl<'m> Run<'m> {
         // is evaluated last: `new_state` moves the binding out of the scope.
         let (patch_value, state_out, state_changed, unchecked) = if !self.agent.table.patches_state
         {
-            (Value::Null, None, false, None)
+            let null = patch::Patch {
+                json: Value::Null,
+                from_state: Vec::new(),
+            };
+            (null, None, false, None)
         } else if body.preserve_state {
-            (json!({}), None, false, None)
+            (patch::Patch::empty(), None, false, None)
         } else if body.set.is_empty()
             && body.append.is_empty()
             && body.new_state.is_none()
@@ -684,7 +715,7 @@ impl<'m> Run<'m> {
             && self.state_stays_in(recommended)
         {
             // Nothing to change: no copy of the state, no patch, nothing to write.
-            (json!({}), None, false, None)
+            (patch::Patch::empty(), None, false, None)
         } else {
             let NewState {
                 patch: patch_value,
@@ -701,8 +732,7 @@ impl<'m> Run<'m> {
                 map.insert("machine_state".into(), target.into());
             }
             let place_after = PLACE_KEYS.map(|k| crate::engine::doc::field_str(&new_state, k));
-            let changed = place_after != place_before
-                || patch_value.as_object().is_none_or(|p| !p.is_empty());
+            let changed = place_after != place_before || !patch_value.is_empty();
             (
                 patch_value,
                 new_state.is_map().then_some(new_state),
@@ -710,11 +740,12 @@ impl<'m> Run<'m> {
                 unchecked,
             )
         };
-        let mut h = self.envelope(recommended, patch_value, summary, recovery);
+        let mut h = self.envelope(recommended, patch_value.json, summary, recovery);
         h.insert("directives".into(), Value::Array(directives));
         h.insert("launch_requests".into(), Value::Array(launches));
         Ok(PhaseOutcome {
             handoff: Value::Object(h),
+            patch_from_state: patch_value.from_state,
             new_state: state_out,
             state_changed,
             writes,

@@ -26,12 +26,15 @@ fn field<'a>(d: &'a Value, name: &str) -> &'a str {
     d.get(name).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// Executes every built-in directive of `list` with the post-step `state`; returns what happened.
+/// Executes every built-in directive of `list` with the post-step `state`; returns what
+/// happened. The handoff's state patch also holds `state`'s values at the keys
+/// `from_state` names (see [`crate::engine::patch::Patch`]).
 pub fn execute_builtin(
     machine: &Machine,
     list: &[Value],
     state: Option<&rhai::Dynamic>,
     handoff: &Value,
+    from_state: &[String],
 ) -> Result<Vec<Value>, String> {
     let mut done = Vec::new();
     for d in list {
@@ -75,7 +78,11 @@ pub fn execute_builtin(
                         out = out.replace(&format!("{{{k}}}"), &text);
                     }
                 }
-                let text = render_report(machine, template, d, state, handoff)?;
+                let handoff = Handoff {
+                    json: handoff,
+                    from_state,
+                };
+                let text = render_report(machine, template, d, state, &handoff)?;
                 write_atomic(Path::new(&out), text.as_bytes())
                     .map_err(|e| format!("{out}: {e}"))?;
                 format!("wrote {out}")
@@ -95,13 +102,23 @@ pub fn execute_builtin(
     Ok(done)
 }
 
+/// A handoff whose state patch takes the values `from_state` names from the state.
+struct Handoff<'a> {
+    json: &'a Value,
+    from_state: &'a [String],
+}
+
 fn render_report(
     machine: &Machine,
     template: &str,
     directive: &Value,
     state: Option<&rhai::Dynamic>,
-    handoff: &Value,
+    handoff: &Handoff,
 ) -> Result<String, String> {
+    let Handoff {
+        json: handoff,
+        from_state,
+    } = *handoff;
     if !machine.templates.contains(template) {
         return Err(format!("unknown report template `{template}`"));
     }
@@ -126,10 +143,29 @@ fn render_report(
     // The state and the handoff (which can hold whole pools) are shown as the fields the
     // template reads: a large state was converted and copied three times per report.
     let fields = |entry: &str| machine.templates.fields_read(template, entry);
+    let handoff_fields = fields("handoff");
+    // The patch whole only for a template that reads it.
+    let whole;
+    let handoff = match &handoff_fields {
+        Some(keys) if !keys.iter().any(|k| k == "state_patch") => handoff,
+        _ if from_state.is_empty() => handoff,
+        _ => {
+            let mut h = handoff.clone();
+            if let Some(obj) = h.as_object_mut() {
+                let patch = crate::engine::patch::Patch {
+                    json: obj.remove("state_patch").unwrap_or(Value::Null),
+                    from_state: from_state.to_vec(),
+                };
+                obj.insert("state_patch".into(), patch.to_value(state));
+            }
+            whole = h;
+            &whole
+        }
+    };
     let state = state.map_or(Dynamic::UNIT, |s| {
         crate::engine::doc::view(s, fields("state").as_deref())
     });
-    let handoff = match (fields("handoff"), handoff.as_object()) {
+    let handoff = match (handoff_fields, handoff.as_object()) {
         (Some(keys), Some(h)) => to_dynamic(&Value::Object(
             h.iter()
                 .filter(|(k, _)| keys.contains(k))

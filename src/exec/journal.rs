@@ -3,6 +3,7 @@
 //! between steps of one campaign is visible.
 
 use crate::contract::canonical::sha256_hex;
+use crate::engine::handoff::PrintedHandoff;
 use crate::machine::Machine;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -18,12 +19,13 @@ pub struct HandoffParts {
 }
 
 impl HandoffParts {
-    /// The parts of the handoff written as `text`, whose patch is `patch`.
-    pub fn of(text: &str, patch: &Value) -> Self {
+    /// The parts of the handoff printed as `printed`.
+    pub fn of(printed: &PrintedHandoff) -> Self {
+        let patch = crate::engine::json_text::compact(&printed.patch);
         Self {
-            sha256: sha256_hex(text.as_bytes()),
-            // A JSON tree always prints (its keys are strings).
-            patch: serde_json::value::to_raw_value(patch).unwrap_or_default(),
+            sha256: sha256_hex(printed.text.as_bytes()),
+            // Printed JSON, so it parses (the default is `null`).
+            patch: RawValue::from_string(patch).unwrap_or_default(),
         }
     }
 }
@@ -86,6 +88,25 @@ struct Line<'a> {
     violations: &'a [String],
 }
 
+/// What the next line takes from the last one. Its other fields (a patch can hold a
+/// whole proposal pool) are scanned, not built.
+#[derive(serde::Deserialize)]
+struct LastLine {
+    machine_hash: Option<Value>,
+    seq: Option<Value>,
+}
+
+impl LastLine {
+    /// The line's two fields, when it is a JSON object.
+    fn parse(line: &[u8]) -> Option<Self> {
+        let first = line.iter().find(|b| !b.is_ascii_whitespace())?;
+        if *first != b'{' {
+            return None;
+        }
+        serde_json::from_slice(line).ok()
+    }
+}
+
 /// The last line of the journal at `p` (read from the end: the journal grows with the
 /// campaign) and the number of lines, or `None` when there is no journal.
 fn last_line(p: &str) -> Option<(Vec<u8>, Option<u64>)> {
@@ -119,16 +140,14 @@ fn last_line(p: &str) -> Option<(Vec<u8>, Option<u64>)> {
 pub fn append(machine: &Machine, e: &Entry) -> Result<(), String> {
     let p = path(machine);
     let last = last_line(&p);
-    let last_doc = last
-        .as_ref()
-        .and_then(|(l, _)| serde_json::from_slice::<Value>(l).ok());
+    let last_doc = last.as_ref().and_then(|(l, _)| LastLine::parse(l));
     let last_hash = last_doc
         .as_ref()
-        .and_then(|v| v.get("machine_hash").and_then(Value::as_str));
+        .and_then(|d| d.machine_hash.as_ref()?.as_str());
     // Lines so far: the last line's own number when it has one, else count them.
     let lines = match (
         &last,
-        last_doc.as_ref().and_then(|v| v.get("seq")?.as_u64()),
+        last_doc.as_ref().and_then(|d| d.seq.as_ref()?.as_u64()),
     ) {
         (None, _) => 0,
         (Some((_, Some(counted))), _) => *counted,

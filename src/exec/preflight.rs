@@ -31,7 +31,9 @@ pub fn load_campaign(machine: &Machine, path: &str) -> Value {
     };
     let mut args = project_args(machine, &StepOptions::default());
     args.campaign_path = path.to_string();
-    run_phase(machine, a, p, &args, &crate::now()).handoff
+    run_phase(machine, a, p, &args, &crate::now())
+        .handoff_value()
+        .into_owned()
 }
 
 /// A readiness artifact from check results `(id, passed, message, remediation)`.

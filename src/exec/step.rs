@@ -8,7 +8,7 @@
 use crate::engine::doc;
 use crate::engine::doc_cache::Doc;
 use crate::engine::effects;
-use crate::engine::handoff::{to_pretty, violations};
+use crate::engine::handoff::{print_outcome, to_pretty, violations};
 use crate::engine::phase::{GuardSeen, PhaseArgs, PhaseOutcome, lookup, run_phase};
 use crate::exec::directives::{self, ExecutorKind};
 use crate::exec::journal;
@@ -205,6 +205,7 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
             &directives,
             value(&state).as_deref(),
             &Value::Null,
+            &[],
         )?;
         return Ok(turn);
     }
@@ -215,7 +216,7 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     let load_outcome = run_named(machine, &load_agent, &load_phase, &args, &now)?;
     write_atomic_if_changed(
         Path::new(&args.load_handoff),
-        &to_pretty(&load_outcome.handoff),
+        &to_pretty(&load_outcome.handoff_value()),
     )
     .map_err(|e| format!("{}: {e}", args.load_handoff))?;
     let mut load_outcome = Some(load_outcome);
@@ -363,7 +364,13 @@ fn apply_outcome(
     turn: &mut Turn,
 ) -> Result<String, String> {
     let handoff_path = format!("{}/{agent}-{current}.json", layout(machine, "handoffs"));
-    let mut found = violations(machine, agent, &outcome.handoff, Path::new("."));
+    let mut found = violations(
+        machine,
+        agent,
+        &outcome.handoff,
+        &outcome.patch_from_state,
+        Path::new("."),
+    );
     let workspace = Inside::new(Path::new("."), ".ml-metaopt");
     for w in &outcome.writes {
         let p = w.path();
@@ -385,9 +392,10 @@ fn apply_outcome(
     }
     crate::engine::timing::mark("validate handoff");
     let applies = found.is_empty() && !outcome.is_error && outcome.state_changed;
-    let new_state = outcome.new_state.as_ref().filter(|_| applies);
-    let (handoff_text, journal_parts, state_text) = print_side_by_side(&outcome.handoff, new_state)
-        .map_err(|e| format!("{}: {e}", layout(machine, "state")))?;
+    let (printed, state_text) = print_outcome(&outcome, applies)
+        .map_err(|e| format!("{}: cannot write state: {e}", layout(machine, "state")))?;
+    let journal_parts = journal::HandoffParts::of(&printed);
+    let handoff_text = printed.text;
     crate::engine::timing::mark("print handoff and state");
     let mut executed = Vec::new();
     // Every outcome keeps its handoff; where in the order depends on the outcome.
@@ -415,11 +423,13 @@ fn apply_outcome(
             }
             *state = Some(Rc::new(Doc::new(blocked)));
         }
+        // The state is not the phase's: its patch is shown whole.
         executed.extend(directives::execute_builtin(
             machine,
             &directives,
             value(state).as_deref(),
-            &outcome.handoff,
+            &outcome.handoff_value(),
+            &[],
         )?);
         persist_state(machine, state, None)?;
         target
@@ -446,11 +456,14 @@ fn apply_outcome(
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // The state is the phase's new state (or the state as it was, when the patch
+        // is empty): the values the patch names are its.
         executed.extend(directives::execute_builtin(
             machine,
             &list,
             value(state).as_deref(),
             &outcome.handoff,
+            &outcome.patch_from_state,
         )?);
         crate::engine::timing::mark("directives");
         if changed {
@@ -556,40 +569,6 @@ fn template_directives(
         out.push(t.eval(&machine.sandbox, &mut scope)?);
     }
     Ok(out)
-}
-
-/// The handoff's text (and what the journal takes from it) and the new state's text.
-/// With a new state they are printed side by side: the handoff on a helper thread, the
-/// state on this one (script values stay on the thread that owns them); for a large
-/// campaign both hold the whole proposal pool.
-fn print_side_by_side(
-    handoff: &Value,
-    new_state: Option<&Dynamic>,
-) -> Result<(String, journal::HandoffParts, Option<doc::Printed>), String> {
-    let print_handoff = || {
-        let text = to_pretty(handoff);
-        let parts = journal::HandoffParts::of(&text, &handoff["state_patch"]);
-        (text, parts)
-    };
-    let Some(new_state) = new_state else {
-        let (text, parts) = print_handoff();
-        return Ok((text, parts, None));
-    };
-    std::thread::scope(|s| {
-        // A thread the system will not start is no error: the handoff is printed here.
-        let printer = std::thread::Builder::new()
-            .spawn_scoped(s, print_handoff)
-            .ok();
-        let state_text =
-            doc::print_pretty(new_state).map_err(|e| format!("cannot write state: {e}"))?;
-        let (text, parts) = match printer {
-            Some(p) => p
-                .join()
-                .map_err(|_| "printing the handoff failed".to_string())?,
-            None => print_handoff(),
-        };
-        Ok((text, parts, Some(state_text)))
-    })
 }
 
 /// Writes the step's state (as `text` when printed already) and keeps it as the parsed

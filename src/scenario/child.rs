@@ -328,7 +328,8 @@ fn act(machine: &Machine, action: &Action) -> Observation {
     let mut obs = Observation::default();
     match action {
         Action::Agent(args) => match execute(machine, args) {
-            Ok(outcome) => obs.handoff = Some(outcome.handoff),
+            // What the host reads: the handoff as printed.
+            Ok((_, text)) => obs.handoff = serde_json::from_str(&text).ok(),
             Err(e) => {
                 // As `metaopt agent` does: usage-class exit code.
                 obs.exit_code = crate::cli::EXIT_USAGE;
