@@ -193,17 +193,10 @@ pub struct Printed {
 
 /// [`to_pretty`], telling whether the text gives the value back.
 pub fn print_pretty(value: &Dynamic) -> Result<Printed, String> {
-    let faithful = std::cell::Cell::new(true);
-    let mut text = serde_json::to_string_pretty(&Faithful {
-        value,
-        faithful: &faithful,
-    })
-    .map_err(|e| e.to_string())?;
+    let mut faithful = true;
+    let mut text = crate::engine::pretty::pretty(value, &mut faithful)?;
     text.push('\n');
-    Ok(Printed {
-        text,
-        faithful: faithful.get(),
-    })
+    Ok(Printed { text, faithful })
 }
 
 /// A map printed field by field: each top-level value's pretty text, so that a text
@@ -243,30 +236,18 @@ pub fn print_fields(value: &Dynamic) -> Result<Option<PrintedFields>, String> {
     let Some(map) = value.read_lock::<Map>() else {
         return Ok(None);
     };
-    let faithful = std::cell::Cell::new(true);
+    let mut faithful = true;
     let mut fields = Vec::with_capacity(map.len());
     for (k, v) in map.iter() {
-        let text = serde_json::to_string_pretty(&Faithful {
-            value: v,
-            faithful: &faithful,
-        })
-        .map_err(|e| e.to_string())?;
+        let text = crate::engine::pretty::pretty(v, &mut faithful)?;
         fields.push((k.to_string(), text));
     }
-    Ok(Some(PrintedFields {
-        fields,
-        faithful: faithful.get(),
-    }))
+    Ok(Some(PrintedFields { fields, faithful }))
 }
 
 /// `value` as pretty JSON without a final newline (a piece of a larger text).
 pub fn pretty_piece(value: &Dynamic) -> Result<String, String> {
-    let faithful = std::cell::Cell::new(true);
-    serde_json::to_string_pretty(&Faithful {
-        value,
-        faithful: &faithful,
-    })
-    .map_err(|e| e.to_string())
+    crate::engine::pretty::pretty(value, &mut true)
 }
 
 /// Prints a script value as rhai prints it, noting any value the text will not give

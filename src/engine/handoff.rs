@@ -22,14 +22,24 @@ pub fn to_pretty(value: &Value) -> String {
     s
 }
 
-/// A phase's handoff as written: its text and its state patch's text.
+/// A phase's handoff as written, and where its state patch is in the text.
 #[derive(Debug)]
 pub struct PrintedHandoff {
     /// The handoff, pretty, with a final newline (what [`to_pretty`] prints of the
     /// whole handoff).
     pub text: String,
-    /// The state patch, pretty, without a final newline (`null` when there is none).
-    pub patch: String,
+    /// The bytes of `text` that hold the state patch's value.
+    patch: std::ops::Range<usize>,
+}
+
+impl PrintedHandoff {
+    /// The state patch's pretty text, as it is indented inside the handoff.
+    pub fn patch(&self) -> &str {
+        match self.text.get(self.patch.clone()) {
+            Some(patch) if !patch.is_empty() => patch,
+            _ => "null",
+        }
+    }
 }
 
 /// Prints `handoff`, whose state patch also holds the new `state`'s values at the keys
@@ -43,13 +53,11 @@ pub fn print(
 ) -> Result<PrintedHandoff, String> {
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into());
     let Some(envelope) = handoff.as_object() else {
-        return Ok(PrintedHandoff {
-            text: to_pretty(handoff),
-            patch: "null".into(),
-        });
+        let text = to_pretty(handoff);
+        return Ok(PrintedHandoff { patch: 0..0, text });
     };
-    let patch_json = envelope.get("state_patch").unwrap_or(&Value::Null);
-    let patch = match patch_json.as_object() {
+    // The patch's entries, when some are the state's: each value printed once.
+    let patch_entries = match envelope.get("state_patch").and_then(Value::as_object) {
         Some(entries) if !from_state.is_empty() => {
             let state_map = state.and_then(|s| s.read_lock::<rhai::Map>());
             let mut texts: Vec<(&str, Cow<str>)> = entries
@@ -67,23 +75,30 @@ pub fn print(
                 texts.push((key.as_str(), text));
             }
             texts.sort_by(|a, b| a.0.cmp(b.0));
-            json_text::object(texts.iter().map(|(k, t)| (*k, t.as_ref())))
+            Some(texts)
         }
-        _ => pretty(patch_json),
+        _ => None,
     };
-    let texts: Vec<(&str, Cow<str>)> = envelope
-        .iter()
-        .map(|(k, v)| {
-            let text = if k == "state_patch" {
-                Cow::Borrowed(patch.as_str())
-            } else {
-                Cow::Owned(pretty(v))
-            };
-            (k.as_str(), text)
-        })
-        .collect();
-    let mut text = json_text::object(texts.iter().map(|(k, t)| (*k, t.as_ref())));
-    text.push('\n');
+    // The envelope (sorted), its state patch written in place: one pass over a pool.
+    let mut text = String::new();
+    let mut patch = 0..0;
+    text.push('{');
+    for (i, (key, value)) in envelope.iter().enumerate() {
+        text.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        text.push_str(&serde_json::to_string(key).unwrap_or_default());
+        text.push_str(": ");
+        let start = text.len();
+        match (key.as_str(), &patch_entries) {
+            ("state_patch", Some(entries)) => {
+                json_text::push_object(&mut text, entries.iter().map(|(k, t)| (*k, t.as_ref())), 1)
+            }
+            _ => json_text::push_value(&mut text, &pretty(value), 1),
+        }
+        if key == "state_patch" {
+            patch = start..text.len();
+        }
+    }
+    text.push_str(if envelope.is_empty() { "}\n" } else { "\n}\n" });
     Ok(PrintedHandoff { text, patch })
 }
 
@@ -99,11 +114,13 @@ pub fn print_outcome(
         Some(s) => print_fields(s)?,
         None => None,
     };
+    crate::engine::timing::mark("print state fields");
     let printed_state = match (state, &fields) {
         (_, Some(f)) => Some(f.assemble()),
         (Some(s), None) => Some(print_pretty(s)?),
         (None, None) => None,
     };
+    crate::engine::timing::mark("assemble state");
     let handoff = print(
         &outcome.handoff,
         &outcome.patch_from_state,

@@ -9,20 +9,38 @@
 /// The pretty text of an object whose entries are `(key, value's pretty text)`, in the
 /// order given (callers give them sorted, as serde_json prints a map).
 pub fn object<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::from("{");
+    let mut out = String::new();
+    push_object(&mut out, entries, 0);
+    out
+}
+
+/// Appends [`object`]'s text as it reads `depth` levels deep in a larger text.
+pub fn push_object<'a>(
+    out: &mut String,
+    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    depth: usize,
+) {
+    let pad = "  ".repeat(depth + 1);
+    out.push('{');
     let mut empty = true;
     for (key, value) in entries {
-        out.push_str(if empty { "\n  " } else { ",\n  " });
+        out.push_str(if empty { "\n" } else { ",\n" });
+        out.push_str(&pad);
         empty = false;
-        push_key(&mut out, key);
+        push_key(out, key);
         out.push_str(": ");
-        push_indented(&mut out, value);
+        push_indented(out, value, &pad);
     }
     if !empty {
         out.push('\n');
+        out.push_str(&pad[2..]);
     }
     out.push('}');
-    out
+}
+
+/// Appends pretty text `value` as it reads `depth` levels deep in a larger text.
+pub fn push_value(out: &mut String, value: &str, depth: usize) {
+    push_indented(out, value, &"  ".repeat(depth));
 }
 
 /// Appends `key` as a JSON string.
@@ -31,18 +49,17 @@ fn push_key(out: &mut String, key: &str) {
     out.push_str(&serde_json::to_string(key).unwrap_or_default());
 }
 
-/// Appends `text` one level deeper: in pretty JSON a line break is only ever layout
-/// (one inside a string is written `\n`), so each one gains two spaces.
-fn push_indented(out: &mut String, text: &str) {
-    out.reserve(text.len());
-    let mut lines = text.split('\n');
-    if let Some(first) = lines.next() {
-        out.push_str(first);
+/// Appends `text` deeper by `pad`: in pretty JSON a line break is only ever layout
+/// (one inside a string is written `\n`), so each one is followed by `pad`.
+fn push_indented(out: &mut String, text: &str, pad: &str) {
+    out.reserve(text.len() + text.len() / 8);
+    let mut from = 0;
+    for at in memchr::memchr_iter(b'\n', text.as_bytes()) {
+        out.push_str(&text[from..=at]);
+        out.push_str(pad);
+        from = at + 1;
     }
-    for line in lines {
-        out.push_str("\n  ");
-        out.push_str(line);
-    }
+    out.push_str(&text[from..]);
 }
 
 /// The compact text of pretty JSON `text` (as `serde_json::to_string` prints the value):
@@ -50,23 +67,31 @@ fn push_indented(out: &mut String, text: &str) {
 pub fn compact(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'"' {
+            // A string, copied whole: it ends at the first quote not escaped.
+            let mut end = i + 1;
+            while let Some(at) = bytes
+                .get(end..)
+                .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+            {
+                end += at;
+                if bytes[end] == b'\\' {
+                    end += 2;
+                } else {
+                    break;
+                }
             }
-        } else if b == b'"' {
-            in_string = true;
-            out.push(b);
-        } else if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
-            out.push(b);
+            let end = (end + 1).min(bytes.len());
+            out.extend_from_slice(&bytes[i..end]);
+            i = end;
+        } else {
+            if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+                out.push(b);
+            }
+            i += 1;
         }
     }
     // Bytes are copied whole and only ASCII layout is dropped: still UTF-8.
@@ -117,6 +142,23 @@ mod tests {
         fn compact_text_is_what_serde_json_prints_compactly(v in values()) {
             prop_assert_eq!(compact(&pretty(&v)), serde_json::to_string(&v).unwrap());
         }
+    }
+
+    #[test]
+    fn a_broken_text_is_compacted_without_a_panic() {
+        assert_eq!(compact("[\"a\\"), "[\"a\\");
+        assert_eq!(compact("\"a\\\""), "\"a\\\"");
+    }
+
+    #[test]
+    fn an_object_placed_deeper_reads_as_printed_there() {
+        let inner = object([("a", "[\n  1\n]"), ("b", "{}")]);
+        let mut outer = String::from("{\n  \"x\": ");
+        push_object(&mut outer, [("a", "[\n  1\n]"), ("b", "{}")], 1);
+        outer.push_str("\n}");
+        let expected = json!({"x": {"a": [1], "b": {}}});
+        assert_eq!(outer, pretty(&expected));
+        assert_eq!(inner, pretty(&expected["x"]));
     }
 
     #[test]

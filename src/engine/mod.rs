@@ -9,6 +9,7 @@ pub mod json_text;
 pub mod library;
 pub mod patch;
 pub mod phase;
+pub mod pretty;
 pub mod render;
 pub mod sandbox;
 pub mod schema;

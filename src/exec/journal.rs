@@ -21,7 +21,8 @@ pub struct HandoffParts {
 impl HandoffParts {
     /// The parts of the handoff printed as `printed`.
     pub fn of(printed: &PrintedHandoff) -> Self {
-        let patch = crate::engine::json_text::compact(&printed.patch);
+        let patch = crate::engine::json_text::compact(printed.patch());
+        crate::engine::timing::mark("compact patch");
         Self {
             sha256: sha256_hex(printed.text.as_bytes()),
             // Printed JSON, so it parses (the default is `null`).

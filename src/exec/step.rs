@@ -394,6 +394,7 @@ fn apply_outcome(
     let applies = found.is_empty() && !outcome.is_error && outcome.state_changed;
     let (printed, state_text) = print_outcome(&outcome, applies)
         .map_err(|e| format!("{}: cannot write state: {e}", layout(machine, "state")))?;
+    crate::engine::timing::mark("print handoff");
     let journal_parts = journal::HandoffParts::of(&printed);
     let handoff_text = printed.text;
     crate::engine::timing::mark("print handoff and state");

@@ -1,0 +1,193 @@
+//! Pretty JSON of script values, written straight into a string. States and
+//! handoffs of a large campaign are megabytes of proposals; going through
+//! serde's serializer, value by value, into an `io::Write` took most of a
+//! step's printing. The text is byte for byte what `serde_json`'s pretty
+//! printer writes for the same JSON (two-space indent, `": "`, its string
+//! escapes, `itoa` integers and `zmij` floats, `null` for a non-finite float);
+//! a property test holds the two together.
+
+use crate::engine::unread;
+use rhai::{Array, Dynamic, ImmutableString, Map};
+
+/// Pretty JSON of `value` (no final newline); `faithful` turns false when a value will
+/// not come back from the text (see [`crate::engine::doc::Printed::faithful`]).
+pub fn pretty(value: &Dynamic, faithful: &mut bool) -> Result<String, String> {
+    let mut out = String::new();
+    write_value(&mut out, value, 0, faithful)?;
+    Ok(out)
+}
+
+fn indent(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+}
+
+fn write_value(
+    out: &mut String,
+    value: &Dynamic,
+    depth: usize,
+    faithful: &mut bool,
+) -> Result<(), String> {
+    if let Some(s) = value.read_lock::<ImmutableString>() {
+        write_str(out, s.as_str());
+        return Ok(());
+    }
+    if let Ok(i) = value.as_int() {
+        out.push_str(itoa::Buffer::new().format(i));
+        return Ok(());
+    }
+    if let Some(m) = value.read_lock::<Map>() {
+        if m.is_empty() {
+            out.push_str("{}");
+            return Ok(());
+        }
+        out.push('{');
+        for (i, (k, v)) in m.iter().enumerate() {
+            out.push_str(if i == 0 { "\n" } else { ",\n" });
+            indent(out, depth + 1);
+            write_str(out, k.as_str());
+            out.push_str(": ");
+            write_value(out, v, depth + 1, faithful)?;
+        }
+        out.push('\n');
+        indent(out, depth);
+        out.push('}');
+        return Ok(());
+    }
+    if let Some(a) = value.read_lock::<Array>() {
+        if a.is_empty() {
+            out.push_str("[]");
+            return Ok(());
+        }
+        out.push('[');
+        for (i, v) in a.iter().enumerate() {
+            out.push_str(if i == 0 { "\n" } else { ",\n" });
+            indent(out, depth + 1);
+            write_value(out, v, depth + 1, faithful)?;
+        }
+        out.push('\n');
+        indent(out, depth);
+        out.push(']');
+        return Ok(());
+    }
+    if value.is_unit() {
+        out.push_str("null");
+        return Ok(());
+    }
+    if let Ok(b) = value.as_bool() {
+        out.push_str(if b { "true" } else { "false" });
+        return Ok(());
+    }
+    if let Ok(f) = value.as_float() {
+        if f.is_finite() {
+            out.push_str(zmij::Buffer::new().format_finite(f));
+        } else {
+            *faithful = false;
+            out.push_str("null");
+        }
+        return Ok(());
+    }
+    if let Some(parsed) = unread::parsed(value) {
+        return write_value(out, &parsed?, depth, faithful);
+    }
+    // Anything else (a character, a function pointer, ...) prints as serde_json prints
+    // it, and does not come back as it was.
+    *faithful = false;
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    let mut lines = text.split('\n');
+    out.push_str(lines.next().unwrap_or_default());
+    for line in lines {
+        out.push('\n');
+        indent(out, depth);
+        out.push_str(line);
+    }
+    Ok(())
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it.
+fn write_str(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::doc::from_json;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// JSON values of a few levels, with strings that need every kind of escape.
+    fn values() -> impl Strategy<Value = Value> {
+        let text = "[a-z \"\\\\\n\r\t\u{0}\u{1}\u{8}\u{c}\u{1f}\u{7f}/{}é😀]{0,8}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(text, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn prints_what_serde_json_prints(v in values()) {
+            let mut faithful = true;
+            let text = pretty(&from_json(&v), &mut faithful).unwrap();
+            prop_assert_eq!(text, serde_json::to_string_pretty(&v).unwrap());
+            prop_assert!(faithful);
+        }
+    }
+
+    #[test]
+    fn values_that_do_not_come_back_are_noted_and_printed_as_serde_json_prints_them() {
+        let mut map = Map::new();
+        map.insert("nan".into(), Dynamic::from_float(f64::NAN));
+        map.insert("c".into(), Dynamic::from_char('x'));
+        map.insert("list".into(), Dynamic::from_array(vec![Dynamic::from('y')]));
+        let value = Dynamic::from_map(map);
+        let mut faithful = true;
+        let text = pretty(&value, &mut faithful).unwrap();
+        assert!(!faithful);
+        assert_eq!(
+            text,
+            serde_json::to_string_pretty(&crate::engine::doc::to_json(&value)).unwrap()
+        );
+    }
+}
