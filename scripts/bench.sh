@@ -213,6 +213,11 @@ if has_size example; then
   sync_first=1 measure "" "$reps" none "$bin" demo --quiet --dir demo
   row "demo --quiet (target < 1 s)" "$median" "" "" "" "" 1000 >>"$table"
 fi
+# What the measuring itself adds to each figure above: a subshell, `cd` and the exec of a
+# program that does nothing.
+true_bin=$(type -P true)
+measure "" "$reps" none "$true_bin"
+row "harness floor: \`$true_bin\` timed the same way (in every figure above)" "$median" "" "" "" "" 3 >>"$table"
 {
   echo
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). Phase labels carry the rule that decided."

@@ -6,6 +6,7 @@
 //! Scalars follow serde_json's reading: an integer that fits in i64 is an
 //! integer, any other number a float; `null` is `()`.
 
+use crate::engine::json_text::Piece;
 use crate::engine::unread::{self, Unread, may_be_unread};
 use rhai::{Array, Dynamic, ImmutableString, Map};
 use serde_json::Value;
@@ -203,26 +204,36 @@ pub fn print_pretty(value: &Dynamic) -> Result<Printed, String> {
 /// can be reused (a handoff's state patch holds some of a new state's values whole).
 #[derive(Debug)]
 pub struct PrintedFields {
-    /// `(key, the value's pretty text without a final newline)`, in the map's order.
+    /// `(key, the value's pretty text as it reads in the map)`, in the map's order.
     fields: Vec<(String, String)>,
     /// Every text gives its value back (see [`Printed::faithful`]).
     faithful: bool,
 }
 
+/// The depth of a map's values in the map's text.
+const FIELD_DEPTH: usize = 1;
+
 impl PrintedFields {
     /// The printed text of field `key`.
-    pub fn text_of(&self, key: &str) -> Option<&str> {
+    pub fn text_of(&self, key: &str) -> Option<Piece<'_>> {
         self.fields
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, t)| t.as_str())
+            .map(|(_, text)| Piece {
+                text,
+                depth: FIELD_DEPTH,
+            })
     }
 
     /// The whole map's text, as [`print_pretty`] prints it.
     pub fn assemble(&self) -> Printed {
-        let mut text = crate::engine::json_text::object(
-            self.fields.iter().map(|(k, t)| (k.as_str(), t.as_str())),
-        );
+        let mut text = crate::engine::json_text::object(self.fields.iter().map(|(k, text)| {
+            let piece = Piece {
+                text,
+                depth: FIELD_DEPTH,
+            };
+            (k.as_str(), piece)
+        }));
         text.push('\n');
         Printed {
             text,
@@ -239,15 +250,10 @@ pub fn print_fields(value: &Dynamic) -> Result<Option<PrintedFields>, String> {
     let mut faithful = true;
     let mut fields = Vec::with_capacity(map.len());
     for (k, v) in map.iter() {
-        let text = crate::engine::pretty::pretty(v, &mut faithful)?;
+        let text = crate::engine::pretty::pretty_at(v, FIELD_DEPTH, &mut faithful)?;
         fields.push((k.to_string(), text));
     }
     Ok(Some(PrintedFields { fields, faithful }))
-}
-
-/// `value` as pretty JSON without a final newline (a piece of a larger text).
-pub fn pretty_piece(value: &Dynamic) -> Result<String, String> {
-    crate::engine::pretty::pretty(value, &mut true)
 }
 
 /// Prints a script value as rhai prints it, noting any value the text will not give

@@ -4,10 +4,12 @@
 //! violation is listed; any one of them makes the handoff a protocol
 //! violation.
 
-use crate::engine::doc::{Printed, PrintedFields, pretty_piece, print_fields, print_pretty};
+use crate::engine::doc::{Printed, PrintedFields, print_fields, print_pretty};
 use crate::engine::json_text;
+use crate::engine::json_text::{Entry, Piece};
 use crate::engine::patch::leaf_paths;
 use crate::engine::phase::PhaseOutcome;
+use crate::engine::pretty::pretty_at;
 use crate::machine::Machine;
 use crate::workspace::fsio::resolves_inside;
 use rhai::Dynamic;
@@ -60,19 +62,20 @@ pub fn print(
     let patch_entries = match envelope.get("state_patch").and_then(Value::as_object) {
         Some(entries) if !from_state.is_empty() => {
             let state_map = state.and_then(|s| s.read_lock::<rhai::Map>());
-            let mut texts: Vec<(&str, Cow<str>)> = entries
+            let mut texts: Vec<(&str, Cow<str>, usize)> = entries
                 .iter()
-                .map(|(k, v)| (k.as_str(), Cow::Owned(pretty(v))))
+                .map(|(k, v)| (k.as_str(), Cow::Owned(pretty(v)), 0))
                 .collect();
             for key in from_state {
-                let text = match fields.and_then(|f| f.text_of(key)) {
-                    Some(t) => Cow::Borrowed(t),
+                // Printed where it goes (the patch's values are two levels deep).
+                let (text, depth) = match fields.and_then(|f| f.text_of(key)) {
+                    Some(piece) => (Cow::Borrowed(piece.text), piece.depth),
                     None => match state_map.as_ref().and_then(|m| m.get(key.as_str())) {
-                        Some(v) => Cow::Owned(pretty_piece(v)?),
-                        None => Cow::Borrowed("null"),
+                        Some(v) => (Cow::Owned(pretty_at(v, 2, &mut true)?), 2),
+                        None => (Cow::Borrowed("null"), 0),
                     },
                 };
-                texts.push((key.as_str(), text));
+                texts.push((key.as_str(), text, depth));
             }
             texts.sort_by(|a, b| a.0.cmp(b.0));
             Some(texts)
@@ -80,25 +83,31 @@ pub fn print(
         _ => None,
     };
     // The envelope (sorted), its state patch written in place: one pass over a pool.
-    let mut text = String::new();
-    let mut patch = 0..0;
-    text.push('{');
-    for (i, (key, value)) in envelope.iter().enumerate() {
-        text.push_str(if i == 0 { "\n  " } else { ",\n  " });
-        text.push_str(&serde_json::to_string(key).unwrap_or_default());
-        text.push_str(": ");
-        let start = text.len();
-        match (key.as_str(), &patch_entries) {
-            ("state_patch", Some(entries)) => {
-                json_text::push_object(&mut text, entries.iter().map(|(k, t)| (*k, t.as_ref())), 1)
-            }
-            _ => json_text::push_value(&mut text, &pretty(value), 1),
-        }
-        if key == "state_patch" {
-            patch = start..text.len();
-        }
+    let others: Vec<(&str, String)> = envelope
+        .iter()
+        .filter(|(k, _)| patch_entries.is_none() || k.as_str() != "state_patch")
+        .map(|(k, v)| (k.as_str(), pretty(v)))
+        .collect();
+    let mut entries: Vec<(&str, Entry)> = others
+        .iter()
+        .map(|(k, t)| (*k, Entry::Text(Piece::top(t))))
+        .collect();
+    if let Some(texts) = &patch_entries {
+        let pieces = texts.iter().map(|(k, text, depth)| {
+            let piece = Piece {
+                text: text.as_ref(),
+                depth: *depth,
+            };
+            (*k, piece)
+        });
+        entries.push(("state_patch", Entry::Object(pieces.collect())));
+        entries.sort_by(|a, b| a.0.cmp(b.0));
     }
-    text.push_str(if envelope.is_empty() { "}\n" } else { "\n}\n" });
+    let at = entries.iter().position(|(k, _)| *k == "state_patch");
+    let mut text = String::new();
+    let ranges = json_text::push_object(&mut text, entries, 0);
+    text.push('\n');
+    let patch = at.and_then(|i| ranges.get(i).cloned()).unwrap_or(0..0);
     Ok(PrintedHandoff { text, patch })
 }
 

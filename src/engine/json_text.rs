@@ -6,41 +6,82 @@
 //! newline), and the assembled text is byte for byte what it prints for the
 //! whole.
 
-/// The pretty text of an object whose entries are `(key, value's pretty text)`, in the
-/// order given (callers give them sorted, as serde_json prints a map).
-pub fn object<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+/// A value's pretty text as printed `depth` levels deep (its later lines indented for
+/// that depth; serde_json prints a whole document at depth 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Piece<'a> {
+    /// The text, without a final newline.
+    pub text: &'a str,
+    /// The depth it was printed at.
+    pub depth: usize,
+}
+
+impl<'a> Piece<'a> {
+    /// A text printed as a whole document.
+    pub fn top(text: &'a str) -> Self {
+        Self { text, depth: 0 }
+    }
+}
+
+/// An object entry's value: a printed text, or an object of printed texts written in
+/// place (one pass over its texts instead of two).
+#[derive(Debug, Clone)]
+pub enum Entry<'a> {
+    /// A value printed already.
+    Text(Piece<'a>),
+    /// An object whose entries are printed already.
+    Object(Vec<(&'a str, Piece<'a>)>),
+}
+
+/// The pretty text of an object whose entries are `(key, value's text)`, in the order
+/// given (callers give them sorted, as serde_json prints a map).
+pub fn object<'a>(entries: impl IntoIterator<Item = (&'a str, Piece<'a>)>) -> String {
     let mut out = String::new();
-    push_object(&mut out, entries, 0);
+    let entries = entries.into_iter().map(|(k, v)| (k, Entry::Text(v)));
+    push_object(&mut out, entries.collect(), 0);
     out
 }
 
-/// Appends [`object`]'s text as it reads `depth` levels deep in a larger text.
-pub fn push_object<'a>(
+/// Appends [`object`]'s text as it reads `depth` levels deep in a larger text; the
+/// ranges of `out` its entries' values took, in order.
+pub fn push_object(
     out: &mut String,
-    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    entries: Vec<(&str, Entry)>,
     depth: usize,
-) {
+) -> Vec<std::ops::Range<usize>> {
     let pad = "  ".repeat(depth + 1);
+    let mut ranges = Vec::new();
     out.push('{');
-    let mut empty = true;
     for (key, value) in entries {
-        out.push_str(if empty { "\n" } else { ",\n" });
+        out.push_str(if ranges.is_empty() { "\n" } else { ",\n" });
         out.push_str(&pad);
-        empty = false;
         push_key(out, key);
         out.push_str(": ");
-        push_indented(out, value, &pad);
+        let start = out.len();
+        match value {
+            Entry::Text(piece) => push_value(out, piece, depth + 1),
+            Entry::Object(inner) => {
+                let inner = inner.into_iter().map(|(k, v)| (k, Entry::Text(v)));
+                push_object(out, inner.collect(), depth + 1);
+            }
+        }
+        ranges.push(start..out.len());
     }
-    if !empty {
+    if !ranges.is_empty() {
         out.push('\n');
         out.push_str(&pad[2..]);
     }
     out.push('}');
+    ranges
 }
 
-/// Appends pretty text `value` as it reads `depth` levels deep in a larger text.
-pub fn push_value(out: &mut String, value: &str, depth: usize) {
-    push_indented(out, value, &"  ".repeat(depth));
+/// Appends `value` as it reads `depth` levels deep in a larger text (a text printed
+/// deeper than that is not expected, and is copied as it is).
+pub fn push_value(out: &mut String, value: Piece, depth: usize) {
+    match depth.checked_sub(value.depth) {
+        Some(levels) if levels > 0 => push_indented(out, value.text, &"  ".repeat(levels)),
+        _ => out.push_str(value.text),
+    }
 }
 
 /// Appends `key` as a JSON string.
@@ -134,7 +175,7 @@ mod tests {
                 unreachable!()
             };
             let texts: Vec<(String, String)> = map.iter().map(|(k, v)| (k.clone(), pretty(v))).collect();
-            let assembled = object(texts.iter().map(|(k, t)| (k.as_str(), t.as_str())));
+            let assembled = object(texts.iter().map(|(k, t)| (k.as_str(), Piece::top(t))));
             prop_assert_eq!(assembled, pretty(&Value::Object(map)));
         }
 
@@ -152,11 +193,27 @@ mod tests {
 
     #[test]
     fn an_object_placed_deeper_reads_as_printed_there() {
-        let inner = object([("a", "[\n  1\n]"), ("b", "{}")]);
+        let list = Piece::top("[\n  1\n]");
+        let deeper = Piece {
+            text: "[\n      1\n    ]",
+            depth: 2,
+        };
+        let inner = object([("a", list), ("b", Piece::top("{}"))]);
         let mut outer = String::from("{\n  \"x\": ");
-        push_object(&mut outer, [("a", "[\n  1\n]"), ("b", "{}")], 1);
+        let entries = vec![
+            ("a", Entry::Text(list)),
+            ("b", Entry::Text(Piece::top("{}"))),
+        ];
+        let ranges = push_object(&mut outer, entries, 1);
+        assert_eq!(&outer[ranges[0].clone()], "[\n      1\n    ]");
+        outer.push_str(",\n  \"y\": ");
+        push_object(
+            &mut outer,
+            vec![("a", Entry::Object(vec![("b", deeper)]))],
+            1,
+        );
         outer.push_str("\n}");
-        let expected = json!({"x": {"a": [1], "b": {}}});
+        let expected = json!({"x": {"a": [1], "b": {}}, "y": {"a": {"b": [1]}}});
         assert_eq!(outer, pretty(&expected));
         assert_eq!(inner, pretty(&expected["x"]));
     }
@@ -164,6 +221,6 @@ mod tests {
     #[test]
     fn an_empty_object_is_two_braces() {
         assert_eq!(object([]), "{}");
-        assert_eq!(object([("a", "[]")]), pretty(&json!({"a": []})));
+        assert_eq!(object([("a", Piece::top("[]"))]), pretty(&json!({"a": []})));
     }
 }
