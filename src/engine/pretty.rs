@@ -156,33 +156,12 @@ fn write_str(out: &mut String, s: &str) {
 mod tests {
     use super::*;
     use crate::engine::doc::from_json;
+    use crate::engine::json_text::strategies::json_values;
     use proptest::prelude::*;
-    use serde_json::Value;
-
-    /// JSON values of a few levels, with strings that need every kind of escape.
-    fn values() -> impl Strategy<Value = Value> {
-        let text = "[a-z \"\\\\\n\r\t\u{0}\u{1}\u{8}\u{c}\u{1f}\u{7f}/{}é😀]{0,8}";
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            text.prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 48, 6, move |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(text, inner, 0..6)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
 
     proptest! {
         #[test]
-        fn prints_what_serde_json_prints(v in values()) {
+        fn prints_what_serde_json_prints(v in json_values()) {
             let mut faithful = true;
             let text = pretty(&from_json(&v), &mut faithful).unwrap();
             prop_assert_eq!(&text, &serde_json::to_string_pretty(&v).unwrap());
