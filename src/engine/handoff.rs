@@ -348,3 +348,70 @@ fn launch_violations(machine: &Machine, i: usize, l: &Value, base: &Path, out: &
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::doc::from_json;
+    use crate::engine::json_text::{compact, strategies::json_values};
+    use crate::engine::patch::Patch;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        /// The printed handoff is the whole handoff printed, whether the named values
+        /// come from the printed state or are printed on their own; the journal's patch
+        /// is the patch printed compactly.
+        #[test]
+        fn a_handoff_printed_in_pieces_is_the_whole_handoff_printed(
+            values in prop::collection::vec(json_values(), 5),
+            named in prop::collection::vec(any::<bool>(), 6),
+        ) {
+            let keys = ["a", "b \"q\"", "c", "d", "e", "missing"];
+            let state: serde_json::Map<String, Value> = keys[..5]
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            let state = from_json(&Value::Object(state));
+            let from_state: Vec<String> = keys
+                .iter()
+                .zip(&named)
+                .filter(|(_, n)| **n)
+                .map(|(k, _)| k.to_string())
+                .collect();
+            let json_part: serde_json::Map<String, Value> = keys[..5]
+                .iter()
+                .zip(&values)
+                .zip(&named)
+                .filter(|(_, n)| !**n)
+                .map(|((k, v), _)| (format!("{k}_json"), v.clone()))
+                .collect();
+            let handoff = json!({"control_agent": "x", "state_patch": json_part,
+                                 "summary": "s\n\"t\"", "warnings": [1, {"w": []}], "z": {}});
+            let whole = Patch::complete(&handoff, &from_state, Some(&state));
+            let fields = print_fields(&state).unwrap();
+            for fields in [None, fields.as_ref()] {
+                let printed = print(&handoff, &from_state, Some(&state), fields).unwrap();
+                prop_assert_eq!(&printed.text, &to_pretty(&whole));
+                prop_assert_eq!(
+                    compact(printed.patch()),
+                    serde_json::to_string(&whole["state_patch"]).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_handoff_without_a_patch_has_a_null_patch() {
+        let handoff = json!({"control_agent": "x", "state_patch": null});
+        let printed = print(&handoff, &[], None, None).unwrap();
+        assert_eq!(printed.text, to_pretty(&handoff));
+        assert_eq!(printed.patch(), "null");
+        let printed = print(&json!([1]), &[], None, None).unwrap();
+        assert_eq!(
+            (printed.text.as_str(), printed.patch()),
+            ("[\n  1\n]\n", "null")
+        );
+    }
+}

@@ -1,10 +1,9 @@
 //! Pretty JSON assembled from pieces printed apart. A large value (a proposal
 //! pool) is printed once, then placed in the state file, in the handoff's
-//! state patch and, compacted, in the journal: three copies of the text
-//! instead of three walks of the value. The pieces are what
-//! `serde_json::to_string_pretty` prints (two-space indent, no final
-//! newline), and the assembled text is byte for byte what it prints for the
-//! whole.
+//! state patch and, compacted, in the journal: copies of its text instead of
+//! walks of the value. A piece carries the depth it was printed at; placed
+//! deeper, its later lines gain the indentation they lack. The assembled text
+//! is byte for byte what `serde_json::to_string_pretty` prints for the whole.
 
 /// A value's pretty text as printed `depth` levels deep (its later lines indented for
 /// that depth; serde_json prints a whole document at depth 0).
@@ -86,8 +85,7 @@ pub fn push_value(out: &mut String, value: Piece, depth: usize) {
 
 /// Appends `key` as a JSON string.
 fn push_key(out: &mut String, key: &str) {
-    // A string always prints.
-    out.push_str(&serde_json::to_string(key).unwrap_or_default());
+    crate::engine::pretty::write_str(out, key);
 }
 
 /// Appends `text` deeper by `pad`: in pretty JSON a line break is only ever layout

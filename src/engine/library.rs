@@ -34,6 +34,13 @@ pub struct Library {
     stray: Vec<String>,
 }
 
+/// The number of parameters of the function a chunk defines.
+fn parameters(chunk: &str) -> Option<usize> {
+    let after = chunk.split_once("fn ")?.1;
+    let list = after.split_once('(')?.1.split_once(')')?.0;
+    Some(list.split(',').filter(|p| !p.trim().is_empty()).count())
+}
+
 /// Identifiers in `text` (words of letters, digits and `_` not starting with a digit).
 fn identifiers(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -155,26 +162,36 @@ impl Library {
     /// The fields of `this` a function named `name` reads, with the functions it calls
     /// on `this` (see [`crate::engine::sandbox::projected_fields_with`]); `None` when it
     /// may use `this` whole, or no function has that name.
-    pub fn this_fields(&self, name: &str) -> Option<Vec<String>> {
-        self.this_fields_in(name, &RefCell::new(Vec::new()))
+    pub fn this_fields(&self, name: &str, arity: usize) -> Option<Vec<String>> {
+        self.this_fields_in(name, arity, &RefCell::new(Vec::new()))
     }
 
-    fn this_fields_in(&self, name: &str, seen: &RefCell<Vec<String>>) -> Option<Vec<String>> {
-        let found = self.chunks_named(name);
-        if found.is_empty() {
-            return None;
-        }
-        if seen.borrow().iter().any(|s| s == name) {
-            return Some(Vec::new()); // its fields are counted where it was first met
-        }
-        seen.borrow_mut().push(name.to_string());
+    fn this_fields_in(
+        &self,
+        name: &str,
+        arity: usize,
+        seen: &RefCell<Vec<(String, usize)>>,
+    ) -> Option<Vec<String>> {
+        // Only a function of that many parameters is what the call runs (rhai's own
+        // method of that name otherwise).
         let texts: Vec<String> = {
             let chunks = self.chunks.borrow();
-            found.iter().map(|&i| chunks[i].text.clone()).collect()
+            self.chunks_named(name)
+                .iter()
+                .map(|&i| chunks[i].text.clone())
+                .filter(|text| parameters(text) == Some(arity))
+                .collect()
         };
+        if texts.is_empty() {
+            return None;
+        }
+        if seen.borrow().iter().any(|(n, a)| n == name && *a == arity) {
+            return Some(Vec::new()); // its fields are counted where it was first met
+        }
+        seen.borrow_mut().push((name.to_string(), arity));
         let sources: Vec<&str> = texts.iter().map(String::as_str).collect();
-        crate::engine::sandbox::projected_fields_with(&sources, "this", &|m| {
-            self.this_fields_in(m, seen)
+        crate::engine::sandbox::projected_fields_with(&sources, "this", &|m, a| {
+            self.this_fields_in(m, a, seen)
         })
     }
 
@@ -210,12 +227,14 @@ mod tests {
                 .into(),
         )]);
         assert_eq!(
-            l.this_fields("body"),
+            l.this_fields("body", 0),
             Some(["a", "b", "d"].map(String::from).to_vec())
         );
-        assert_eq!(l.this_fields("whole"), None);
-        assert_eq!(l.this_fields("calls_whole"), None);
-        assert_eq!(l.this_fields("unknown"), None);
+        assert_eq!(l.this_fields("whole", 0), None);
+        assert_eq!(l.this_fields("calls_whole", 0), None);
+        assert_eq!(l.this_fields("unknown", 0), None);
+        // Another number of arguments calls another function (rhai's own, perhaps).
+        assert_eq!(l.this_fields("body", 1), None);
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub struct Patch {
 }
 
 impl Patch {
+    /// The patch of an agent that patches no state.
+    pub fn null() -> Self {
+        Self {
+            json: Value::Null,
+            from_state: Vec::new(),
+        }
+    }
+
     /// No change.
     pub fn empty() -> Self {
         Self {
@@ -39,20 +47,44 @@ impl Patch {
         }
     }
 
-    /// True when the patch changes nothing.
+    /// True when the patch changes nothing (a `null` patch, of an agent that patches no
+    /// state, counts as empty).
     pub fn is_empty(&self) -> bool {
         self.from_state.is_empty() && self.json.as_object().is_none_or(JsonMap::is_empty)
     }
 
-    /// The patch as one JSON object, its named values taken from `state`.
+    /// `handoff` with its state patch complete: the values `from_state` names taken from
+    /// `state` (borrowed as it is when it names none).
+    pub fn complete<'h>(
+        handoff: &'h Value,
+        from_state: &[String],
+        state: Option<&Dynamic>,
+    ) -> std::borrow::Cow<'h, Value> {
+        if from_state.is_empty() {
+            return std::borrow::Cow::Borrowed(handoff);
+        }
+        let mut h = handoff.clone();
+        if let Some(obj) = h.as_object_mut() {
+            let patch = Self {
+                json: obj.remove("state_patch").unwrap_or(Value::Null),
+                from_state: from_state.to_vec(),
+            };
+            obj.insert("state_patch".into(), patch.to_value(state));
+        }
+        std::borrow::Cow::Owned(h)
+    }
+
+    /// The patch as one JSON object, its named values taken from `state` (`null` for a
+    /// value `state` does not have, as the handoff prints it).
     pub fn to_value(&self, state: Option<&Dynamic>) -> Value {
         let mut out = self.json.clone();
-        if let (Some(obj), Some(map)) = (
-            out.as_object_mut(),
-            state.and_then(|s| s.read_lock::<Map>()),
-        ) {
+        let map = state.and_then(|s| s.read_lock::<Map>());
+        if let Some(obj) = out.as_object_mut() {
             for key in &self.from_state {
-                let value = map.get(key.as_str()).map_or(Value::Null, to_json);
+                let value = map
+                    .as_ref()
+                    .and_then(|m| m.get(key.as_str()))
+                    .map_or(Value::Null, to_json);
                 obj.insert(key.clone(), value);
             }
         }
@@ -83,7 +115,8 @@ pub fn diff_values(old: &Dynamic, new: &Dynamic, skip: &[&str]) -> Patch {
 }
 
 /// [`diff_values`] where only `keys` can differ: `old` holds those of them the old state
-/// had, `new` is the whole new state. Equal to `diff_values(old_state, new)` for such states.
+/// had, `new` is the whole new state. Equal to `diff_values(old_state, new)` for such
+/// states, but for the order of the names (every reader sorts them).
 pub fn diff_keys(old: &Map, new: &Dynamic, keys: &[String], skip: &[&str]) -> Patch {
     let mut out = JsonMap::new();
     let mut patch = Patch::empty();
@@ -149,9 +182,12 @@ fn diff_entry(
                 out.insert(key.to_string(), Value::Object(inner));
             }
         }
-        // A map stays in the JSON patch: its keys are paths the ownership check walks.
+        // A map stays in the JSON patch: its keys are paths the ownership check walks
+        // (and so does a field left unread, which may hold one).
         (_, Some(n)) => match named {
-            Some(named) if !n.is_map() => named.push(key.to_string()),
+            Some(named) if !n.is_map() && !crate::engine::unread::may_be_unread(n) => {
+                named.push(key.to_string())
+            }
             _ => {
                 out.insert(key.to_string(), to_json(n));
             }

@@ -114,24 +114,15 @@ pub struct PhaseOutcome {
 }
 
 impl PhaseOutcome {
-    /// The whole handoff as JSON, its state patch complete (a copy: for checks and
-    /// tests; the runner prints it with [`crate::engine::handoff::print`]).
+    /// The whole handoff as JSON, its state patch complete (copied when the patch names
+    /// values of the new state; the runner prints it with
+    /// [`crate::engine::handoff::print`] instead).
     pub fn handoff_value(&self) -> std::borrow::Cow<'_, Value> {
-        if self.patch_from_state.is_empty() {
-            return std::borrow::Cow::Borrowed(&self.handoff);
-        }
-        let mut h = self.handoff.clone();
-        if let Some(obj) = h.as_object_mut() {
-            let patch = patch::Patch {
-                json: obj.remove("state_patch").unwrap_or(Value::Null),
-                from_state: self.patch_from_state.clone(),
-            };
-            obj.insert(
-                "state_patch".into(),
-                patch.to_value(self.new_state.as_ref()),
-            );
-        }
-        std::borrow::Cow::Owned(h)
+        patch::Patch::complete(
+            &self.handoff,
+            &self.patch_from_state,
+            self.new_state.as_ref(),
+        )
     }
 }
 
@@ -701,11 +692,7 @@ impl<'m> Run<'m> {
         // is evaluated last: `new_state` moves the binding out of the scope.
         let (patch_value, state_out, state_changed, unchecked) = if !self.agent.table.patches_state
         {
-            let null = patch::Patch {
-                json: Value::Null,
-                from_state: Vec::new(),
-            };
-            (null, None, false, None)
+            (patch::Patch::null(), None, false, None)
         } else if body.preserve_state {
             (patch::Patch::empty(), None, false, None)
         } else if body.set.is_empty()

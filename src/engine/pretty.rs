@@ -115,7 +115,7 @@ fn write_value(
 }
 
 /// Appends `s` as a JSON string, escaped as serde_json escapes it.
-fn write_str(out: &mut String, s: &str) {
+pub fn write_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let bytes = s.as_bytes();

@@ -40,13 +40,22 @@ impl TextTemplates {
     }
 
     /// The fields of `ctx.<entry>` template `name` reads, or `None` when it uses the
-    /// entry whole (see [`crate::engine::sandbox::projected_fields`]).
+    /// entry whole, or `ctx` any way but `ctx.<entry>` (see
+    /// [`crate::engine::sandbox::projected_fields_with`]; a library method called on the
+    /// entry reads what its body reads of `this`).
     pub fn fields_read(&self, name: &str, entry: &str) -> Option<Vec<String>> {
         let text = self.sources.get(name)?;
+        // `ctx` used but as `ctx.<entry>` (`ctx?.state`, `ctx["state"]`, `f(ctx)`) could
+        // reach the entry unseen.
+        let plain_dots = crate::engine::sandbox::projected_fields(&[text.as_str()], CTX).is_some()
+            && !text.contains(&format!("{CTX}?."));
+        if !plain_dots {
+            return None;
+        }
         crate::engine::sandbox::projected_fields_with(
             &[text.as_str()],
             &format!("{CTX}.{entry}"),
-            &|method| self.library.this_fields(method),
+            &|method, arity| self.library.this_fields(method, arity),
         )
     }
 
@@ -113,4 +122,40 @@ pub fn register(sandbox: &mut Sandbox, templates: &Rc<TextTemplates>) {
                 .map_err(|m| Box::new(EvalAltResult::ErrorRuntime(m.into(), Position::NONE)))
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates(text: &str) -> TextTemplates {
+        let library = Library::new(&[(
+            "lib/r.rhai".into(),
+            "fn body() { this.a + this.b }\n".into(),
+        )]);
+        let mut sources = IndexMap::new();
+        sources.insert("t".to_string(), text.to_string());
+        TextTemplates::new(sources, Rc::new(library))
+    }
+
+    #[test]
+    fn a_template_sees_the_fields_it_and_the_methods_it_calls_read() {
+        let t = templates("{{ ctx.state?.x }} {{ ctx.state.body() }} {{ ctx.directive.y }}");
+        assert_eq!(
+            t.fields_read("t", "state"),
+            Some(["x", "a", "b"].map(String::from).to_vec())
+        );
+    }
+
+    #[test]
+    fn ctx_reached_any_other_way_shows_the_whole_entry() {
+        for text in [
+            "{{ ctx?.state.x }}",
+            "{{ ctx[\"state\"].x }} {{ ctx.state.x }}",
+            "{{ f(ctx) }} {{ ctx.state.x }}",
+            "{{ ctx.state.len() }}",
+        ] {
+            assert_eq!(templates(text).fields_read("t", "state"), None, "{text}");
+        }
+    }
 }

@@ -123,15 +123,15 @@ impl SchemaChecks {
 /// when `name` is used any other way (passed whole, indexed, a method called on it, or
 /// the word appears in text): then nothing is omitted.
 pub fn projected_fields(sources: &[&str], name: &str) -> Option<Vec<String>> {
-    projected_fields_with(sources, name, &|_| None)
+    projected_fields_with(sources, name, &|_, _| None)
 }
 
 /// [`projected_fields`], where a method called on `name` reads the fields `methods`
-/// gives for it (`None`: it may use its `this` whole).
+/// gives for its name and number of arguments (`None`: it may use its `this` whole).
 pub fn projected_fields_with(
     sources: &[&str],
     name: &str,
-    methods: &dyn Fn(&str) -> Option<Vec<String>>,
+    methods: &dyn Fn(&str, usize) -> Option<Vec<String>>,
 ) -> Option<Vec<String>> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut fields: Vec<String> = Vec::new();
@@ -160,14 +160,48 @@ pub fn projected_fields_with(
             if field.is_empty() {
                 return None;
             }
-            if rest[len..].trim_start().starts_with('(') {
-                methods(field)?.iter().for_each(|f| add(f));
+            if let Some(args) = rest[len..].trim_start().strip_prefix('(') {
+                methods(field, arity(args)?)?.iter().for_each(|f| add(f));
             } else {
                 add(field);
             }
         }
     }
     Some(fields)
+}
+
+/// The number of arguments of a call whose text starts right after its `(`, or `None`
+/// when the parentheses do not close (strings and nested brackets are skipped).
+fn arity(args: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut commas = 0;
+    let mut any = false;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in args.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth > 0 => depth -= 1,
+            ')' => return Some(if any { commas + 1 } else { 0 }),
+            ',' if depth == 0 => commas += 1,
+            _ => {}
+        }
+        if !c.is_whitespace() {
+            any = true;
+        }
+    }
+    None
 }
 
 mod package {
@@ -968,17 +1002,29 @@ mod projection_tests {
     #[test]
     fn a_method_reads_the_fields_its_body_reads() {
         use super::projected_fields_with;
-        let methods = |m: &str| match m {
-            "body" => Some(vec!["x".to_string(), "a".to_string()]),
+        let methods = |m: &str, arity: usize| match (m, arity) {
+            ("body", 1) => Some(vec!["x".to_string(), "a".to_string()]),
             _ => None,
         };
         assert_eq!(
             projected_fields_with(&["ctx.s?.a + ctx.s.body(1)"], "ctx.s", &methods),
             Some(vec!["a".into(), "x".into()])
         );
+        for other in [
+            "ctx.s.other()",
+            "ctx.s.body()",
+            "ctx.s.body(1, (2, 3))",
+            "ctx.s.body(1",
+        ] {
+            assert_eq!(
+                projected_fields_with(&[other], "ctx.s", &methods),
+                None,
+                "{other}"
+            );
+        }
         assert_eq!(
-            projected_fields_with(&["ctx.s.other()"], "ctx.s", &methods),
-            None
+            projected_fields_with(&["ctx.s.body(f(\"a, b)\", [1, 2]))"], "ctx.s", &methods),
+            Some(vec!["x".into(), "a".into()])
         );
         assert_eq!(projected_fields(&["ctx.s.body()"], "ctx.s"), None);
     }

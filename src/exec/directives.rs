@@ -78,11 +78,8 @@ pub fn execute_builtin(
                         out = out.replace(&format!("{{{k}}}"), &text);
                     }
                 }
-                let handoff = Handoff {
-                    json: handoff,
-                    from_state,
-                };
-                let text = render_report(machine, template, d, state, &handoff)?;
+                let handoff = (handoff, from_state);
+                let text = render_report(machine, template, d, state, handoff)?;
                 write_atomic(Path::new(&out), text.as_bytes())
                     .map_err(|e| format!("{out}: {e}"))?;
                 format!("wrote {out}")
@@ -102,23 +99,15 @@ pub fn execute_builtin(
     Ok(done)
 }
 
-/// A handoff whose state patch takes the values `from_state` names from the state.
-struct Handoff<'a> {
-    json: &'a Value,
-    from_state: &'a [String],
-}
-
+/// Renders report `template`; `handoff` is the handoff and the keys its state patch
+/// takes from `state` (see [`crate::engine::patch::Patch`]).
 fn render_report(
     machine: &Machine,
     template: &str,
     directive: &Value,
     state: Option<&rhai::Dynamic>,
-    handoff: &Handoff,
+    (handoff, from_state): (&Value, &[String]),
 ) -> Result<String, String> {
-    let Handoff {
-        json: handoff,
-        from_state,
-    } = *handoff;
     if !machine.templates.contains(template) {
         return Err(format!("unknown report template `{template}`"));
     }
@@ -145,23 +134,12 @@ fn render_report(
     let fields = |entry: &str| machine.templates.fields_read(template, entry);
     let handoff_fields = fields("handoff");
     // The patch whole only for a template that reads it.
-    let whole;
-    let handoff = match &handoff_fields {
-        Some(keys) if !keys.iter().any(|k| k == "state_patch") => handoff,
-        _ if from_state.is_empty() => handoff,
-        _ => {
-            let mut h = handoff.clone();
-            if let Some(obj) = h.as_object_mut() {
-                let patch = crate::engine::patch::Patch {
-                    json: obj.remove("state_patch").unwrap_or(Value::Null),
-                    from_state: from_state.to_vec(),
-                };
-                obj.insert("state_patch".into(), patch.to_value(state));
-            }
-            whole = h;
-            &whole
-        }
-    };
+    let reads_patch = handoff_fields
+        .as_ref()
+        .is_none_or(|keys| keys.iter().any(|k| k == "state_patch"));
+    let from_state = if reads_patch { from_state } else { &[] };
+    let handoff = crate::engine::patch::Patch::complete(handoff, from_state, state);
+    let handoff = handoff.as_ref();
     let state = state.map_or(Dynamic::UNIT, |s| {
         crate::engine::doc::view(s, fields("state").as_deref())
     });

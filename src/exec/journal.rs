@@ -11,8 +11,8 @@ use std::io::Write;
 use std::path::Path;
 
 /// What a journal line takes from the handoff: the digest of its text and its patch
-/// as JSON. For a large patch these are the costly parts of a line; the step prints
-/// them with the handoff, while it prints the new state.
+/// as compact JSON. For a large patch these are the costly parts of a line; the step
+/// works them out on a helper thread while it writes the handoff and the state.
 pub struct HandoffParts {
     sha256: String,
     patch: Box<RawValue>,
@@ -22,7 +22,6 @@ impl HandoffParts {
     /// The parts of the handoff printed as `printed`.
     pub fn of(printed: &PrintedHandoff) -> Self {
         let patch = crate::engine::json_text::compact(printed.patch());
-        crate::engine::timing::mark("compact patch");
         Self {
             sha256: sha256_hex(printed.text.as_bytes()),
             // Printed JSON, so it parses (the default is `null`).

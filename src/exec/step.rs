@@ -394,14 +394,21 @@ fn apply_outcome(
     let applies = found.is_empty() && !outcome.is_error && outcome.state_changed;
     let (printed, state_text) = print_outcome(&outcome, applies)
         .map_err(|e| format!("{}: cannot write state: {e}", layout(machine, "state")))?;
-    crate::engine::timing::mark("print handoff");
-    let journal_parts = journal::HandoffParts::of(&printed);
-    let handoff_text = printed.text;
     crate::engine::timing::mark("print handoff and state");
+    // What the journal takes from the handoff (its patch compacted and its digest: tens
+    // of milliseconds for a pool) is worked out on a helper thread while the step writes.
+    let printed = std::sync::Arc::new(printed);
+    let parts_job = {
+        let printed = std::sync::Arc::clone(&printed);
+        std::thread::Builder::new()
+            .spawn(move || journal::HandoffParts::of(&printed))
+            .ok()
+    };
+    let handoff_text = printed.text.as_str();
     let mut executed = Vec::new();
     // Every outcome keeps its handoff; where in the order depends on the outcome.
     let write_handoff = || {
-        write_atomic_if_changed(Path::new(&handoff_path), &handoff_text)
+        write_atomic_if_changed(Path::new(&handoff_path), handoff_text)
             .map_err(|e| format!("{handoff_path}: {e}"))
     };
 
@@ -514,6 +521,10 @@ fn apply_outcome(
         next_state: next.clone(),
         violations: found.clone(),
     });
+    // A thread that did not start or did not finish leaves the work to this one.
+    let journal_parts = parts_job
+        .and_then(|job| job.join().ok())
+        .unwrap_or_else(|| journal::HandoffParts::of(&printed));
     // The state is persisted by now: a journal that cannot be written is a warning,
     // not a failed step (which would tell the host nothing happened).
     let journaled = journal::append(

@@ -328,8 +328,7 @@ fn act(machine: &Machine, action: &Action) -> Observation {
     let mut obs = Observation::default();
     match action {
         Action::Agent(args) => match execute(machine, args) {
-            // What the host reads: the handoff as printed.
-            Ok((_, text)) => obs.handoff = serde_json::from_str(&text).ok(),
+            Ok((outcome, _)) => obs.handoff = Some(outcome.handoff_value().into_owned()),
             Err(e) => {
                 // As `metaopt agent` does: usage-class exit code.
                 obs.exit_code = crate::cli::EXIT_USAGE;
