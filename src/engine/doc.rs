@@ -200,60 +200,44 @@ pub fn print_pretty(value: &Dynamic) -> Result<Printed, String> {
     Ok(Printed { text, faithful })
 }
 
-/// A map printed field by field: each top-level value's pretty text, so that a text
-/// can be reused (a handoff's state patch holds some of a new state's values whole).
+/// A map printed, and where each of its values is in the text: a handoff's state patch
+/// holds some of a new state's values whole, and takes their texts from there.
 #[derive(Debug)]
 pub struct PrintedFields {
-    /// `(key, the value's pretty text as it reads in the map)`, in the map's order.
-    fields: Vec<(String, String)>,
-    /// Every text gives its value back (see [`Printed::faithful`]).
-    faithful: bool,
+    /// The map's text, as [`print_pretty`] prints it.
+    printed: Printed,
+    /// Where each top-level value is in it.
+    ranges: crate::engine::pretty::FieldRanges,
 }
-
-/// The depth of a map's values in the map's text.
-const FIELD_DEPTH: usize = 1;
 
 impl PrintedFields {
-    /// The printed text of field `key`.
+    /// The printed text of field `key`, as it reads in the map (one level deep).
     pub fn text_of(&self, key: &str) -> Option<Piece<'_>> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, text)| Piece {
-                text,
-                depth: FIELD_DEPTH,
-            })
+        let (_, range) = self.ranges.iter().find(|(k, _)| k == key)?;
+        Some(Piece {
+            text: self.printed.text.get(range.clone())?,
+            depth: 1,
+        })
     }
 
-    /// The whole map's text, as [`print_pretty`] prints it.
-    pub fn assemble(&self) -> Printed {
-        let mut text = crate::engine::json_text::object(self.fields.iter().map(|(k, text)| {
-            let piece = Piece {
-                text,
-                depth: FIELD_DEPTH,
-            };
-            (k.as_str(), piece)
-        }));
-        text.push('\n');
-        Printed {
-            text,
-            faithful: self.faithful,
-        }
+    /// The whole map's text.
+    pub fn into_printed(self) -> Printed {
+        self.printed
     }
 }
 
-/// `value`'s fields printed apart (`None`: it is not a map).
+/// `value` printed, noting where its fields are (`None`: it is not a map).
 pub fn print_fields(value: &Dynamic) -> Result<Option<PrintedFields>, String> {
-    let Some(map) = value.read_lock::<Map>() else {
+    let mut faithful = true;
+    let Some((mut text, ranges)) = crate::engine::pretty::pretty_fields(value, &mut faithful)?
+    else {
         return Ok(None);
     };
-    let mut faithful = true;
-    let mut fields = Vec::with_capacity(map.len());
-    for (k, v) in map.iter() {
-        let text = crate::engine::pretty::pretty_at(v, FIELD_DEPTH, &mut faithful)?;
-        fields.push((k.to_string(), text));
-    }
-    Ok(Some(PrintedFields { fields, faithful }))
+    text.push('\n');
+    Ok(Some(PrintedFields {
+        printed: Printed { text, faithful },
+        ranges,
+    }))
 }
 
 /// Prints a script value as rhai prints it, noting any value the text will not give

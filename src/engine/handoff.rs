@@ -123,19 +123,18 @@ pub fn print_outcome(
         Some(s) => print_fields(s)?,
         None => None,
     };
-    crate::engine::timing::mark("print state fields");
-    let printed_state = match (state, &fields) {
-        (_, Some(f)) => Some(f.assemble()),
-        (Some(s), None) => Some(print_pretty(s)?),
-        (None, None) => None,
-    };
-    crate::engine::timing::mark("assemble state");
+    crate::engine::timing::mark("print state");
     let handoff = print(
         &outcome.handoff,
         &outcome.patch_from_state,
         outcome.new_state.as_ref(),
         fields.as_ref(),
     )?;
+    let printed_state = match (state, fields) {
+        (_, Some(f)) => Some(f.into_printed()),
+        (Some(s), None) => Some(print_pretty(s)?),
+        (None, None) => None,
+    };
     Ok((handoff, printed_state))
 }
 

@@ -32,6 +32,53 @@ fn indent(out: &mut String, depth: usize) {
     }
 }
 
+/// The ranges of a text its top-level values took: `(key, bytes)`.
+pub type FieldRanges = Vec<(String, std::ops::Range<usize>)>;
+
+/// [`pretty`] of a map, with the bytes each of its values took (`None`: not a map).
+pub fn pretty_fields(
+    value: &Dynamic,
+    faithful: &mut bool,
+) -> Result<Option<(String, FieldRanges)>, String> {
+    let Some(m) = value.read_lock::<Map>() else {
+        return Ok(None);
+    };
+    let mut out = String::new();
+    let mut ranges = Vec::with_capacity(m.len());
+    write_map(&mut out, &m, 0, faithful, Some(&mut ranges))?;
+    Ok(Some((out, ranges)))
+}
+
+/// Writes map `m` at `depth`, noting in `ranges` where each value went.
+fn write_map(
+    out: &mut String,
+    m: &Map,
+    depth: usize,
+    faithful: &mut bool,
+    mut ranges: Option<&mut FieldRanges>,
+) -> Result<(), String> {
+    if m.is_empty() {
+        out.push_str("{}");
+        return Ok(());
+    }
+    out.push('{');
+    for (i, (k, v)) in m.iter().enumerate() {
+        out.push_str(if i == 0 { "\n" } else { ",\n" });
+        indent(out, depth + 1);
+        write_str(out, k.as_str());
+        out.push_str(": ");
+        let start = out.len();
+        write_value(out, v, depth + 1, faithful)?;
+        if let Some(ranges) = ranges.as_deref_mut() {
+            ranges.push((k.to_string(), start..out.len()));
+        }
+    }
+    out.push('\n');
+    indent(out, depth);
+    out.push('}');
+    Ok(())
+}
+
 fn write_value(
     out: &mut String,
     value: &Dynamic,
@@ -47,22 +94,7 @@ fn write_value(
         return Ok(());
     }
     if let Some(m) = value.read_lock::<Map>() {
-        if m.is_empty() {
-            out.push_str("{}");
-            return Ok(());
-        }
-        out.push('{');
-        for (i, (k, v)) in m.iter().enumerate() {
-            out.push_str(if i == 0 { "\n" } else { ",\n" });
-            indent(out, depth + 1);
-            write_str(out, k.as_str());
-            out.push_str(": ");
-            write_value(out, v, depth + 1, faithful)?;
-        }
-        out.push('\n');
-        indent(out, depth);
-        out.push('}');
-        return Ok(());
+        return write_map(out, &m, depth, faithful, None);
     }
     if let Some(a) = value.read_lock::<Array>() {
         if a.is_empty() {
@@ -166,6 +198,14 @@ mod tests {
             let text = pretty(&from_json(&v), &mut faithful).unwrap();
             prop_assert_eq!(&text, &serde_json::to_string_pretty(&v).unwrap());
             prop_assert!(faithful);
+            // A map's fields are where the whole text says they are.
+            if let Some((whole, ranges)) = pretty_fields(&from_json(&v), &mut faithful).unwrap() {
+                prop_assert_eq!(&whole, &text);
+                for (key, range) in ranges {
+                    let field = pretty_at(&from_json(&v[key.as_str()]), 1, &mut faithful).unwrap();
+                    prop_assert_eq!(&whole[range], field.as_str());
+                }
+            }
             // Printed deeper, it reads as the same text placed there.
             let deeper = pretty_at(&from_json(&v), 3, &mut faithful).unwrap();
             prop_assert_eq!(deeper, text.replace('\n', "\n      "));
