@@ -240,45 +240,6 @@ pub fn print_fields(value: &Dynamic) -> Result<Option<PrintedFields>, String> {
     }))
 }
 
-/// Prints a script value as rhai prints it, noting any value the text will not give
-/// back (what [`round_trips`] rejects: a non-finite float, a character, other types).
-struct Faithful<'a> {
-    value: &'a Dynamic,
-    faithful: &'a std::cell::Cell<bool>,
-}
-
-impl serde::Serialize for Faithful<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap as _, SerializeSeq as _};
-        let at = |value| Faithful {
-            value,
-            faithful: self.faithful,
-        };
-        if let Some(m) = self.value.read_lock::<Map>() {
-            let mut map = ser.serialize_map(Some(m.len()))?;
-            for (k, v) in m.iter() {
-                map.serialize_entry(k.as_str(), &at(v))?;
-            }
-            return map.end();
-        }
-        if let Some(a) = self.value.read_lock::<Array>() {
-            let mut seq = ser.serialize_seq(Some(a.len()))?;
-            for v in a.iter() {
-                seq.serialize_element(&at(v))?;
-            }
-            return seq.end();
-        }
-        if let Some(parsed) = unread::parsed(self.value) {
-            let value = parsed.map_err(serde::ser::Error::custom)?;
-            return at(&value).serialize(ser);
-        }
-        if !plain_scalar(self.value) {
-            self.faithful.set(false);
-        }
-        self.value.serialize(ser)
-    }
-}
-
 /// Writes `state` to `path` atomically as pretty JSON (the state file's format); the
 /// text written.
 pub fn write_state(path: &str, state: &Dynamic) -> Result<Printed, String> {
@@ -295,12 +256,7 @@ pub fn write_state_text(path: &str, text: &str) -> Result<(), String> {
 
 /// Compact JSON of `value` (how messages quote a value).
 pub fn json_text(value: &Dynamic) -> String {
-    let faithful = std::cell::Cell::new(true);
-    serde_json::to_string(&Faithful {
-        value,
-        faithful: &faithful,
-    })
-    .unwrap_or_else(|_| value.to_string())
+    crate::engine::pretty::compact(value).unwrap_or_else(|_| value.to_string())
 }
 
 /// Short JSON type name of a script value, for messages (`type_name` primitive, schema issues).
@@ -492,6 +448,7 @@ pub fn round_trips(value: &Dynamic) -> bool {
 
 /// Whether a value that is neither a map nor a list prints as JSON that parses back to
 /// it: `()`, a boolean, an integer, a finite float, a string.
+#[cfg(test)]
 fn plain_scalar(value: &Dynamic) -> bool {
     match value.as_float() {
         Ok(f) => f.is_finite(),

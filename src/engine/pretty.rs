@@ -1,10 +1,11 @@
-//! Pretty JSON of script values, written straight into a string. States and
+//! JSON of script values, written straight into a string: pretty (states,
+//! handoffs, task files) or compact (values quoted in messages). States and
 //! handoffs of a large campaign are megabytes of proposals; going through
 //! serde's serializer, value by value, into an `io::Write` took most of a
-//! step's printing. The text is byte for byte what `serde_json`'s pretty
-//! printer writes for the same JSON (two-space indent, `": "`, its string
-//! escapes, `itoa` integers and `zmij` floats, `null` for a non-finite float);
-//! a property test holds the two together.
+//! step's printing. The text is byte for byte what `serde_json` writes for
+//! the same JSON (pretty: two-space indent and `": "`; its string escapes,
+//! `itoa` integers and `zmij` floats, `null` for a non-finite float); property
+//! tests hold the two together.
 
 use crate::engine::unread;
 use rhai::{Array, Dynamic, ImmutableString, Map};
@@ -18,8 +19,43 @@ pub fn pretty(value: &Dynamic, faithful: &mut bool) -> Result<String, String> {
 /// [`pretty`], printed as it reads `depth` levels deep in a larger text.
 pub fn pretty_at(value: &Dynamic, depth: usize, faithful: &mut bool) -> Result<String, String> {
     let mut out = String::new();
-    write_value(&mut out, value, depth, faithful)?;
+    write_value(&mut out, value, Some(depth), faithful)?;
     Ok(out)
+}
+
+/// Compact JSON of `value`, as `serde_json::to_string` prints the same JSON.
+pub fn compact(value: &Dynamic) -> Result<String, String> {
+    let mut out = String::new();
+    write_value(&mut out, value, None, &mut true)?;
+    Ok(out)
+}
+
+/// Where a value is written: `Some(depth)`, pretty at that depth; `None`, compact.
+type Layout = Option<usize>;
+
+/// Opens the entry of a map or list (its first when `first`), one level below `layout`.
+fn open_entry(out: &mut String, first: bool, layout: Layout) {
+    if !first {
+        out.push(',');
+    }
+    if let Some(depth) = layout {
+        out.push('\n');
+        indent(out, depth + 1);
+    }
+}
+
+/// Closes a non-empty map or list written at `layout` with `bracket`.
+fn close(out: &mut String, bracket: char, layout: Layout) {
+    if let Some(depth) = layout {
+        out.push('\n');
+        indent(out, depth);
+    }
+    out.push(bracket);
+}
+
+/// The layout one level below `layout`.
+fn deeper(layout: Layout) -> Layout {
+    layout.map(|d| d + 1)
 }
 
 /// Spaces for the usual depths, pushed in one piece.
@@ -45,15 +81,15 @@ pub fn pretty_fields(
     };
     let mut out = String::new();
     let mut ranges = Vec::with_capacity(m.len());
-    write_map(&mut out, &m, 0, faithful, Some(&mut ranges))?;
+    write_map(&mut out, &m, Some(0), faithful, Some(&mut ranges))?;
     Ok(Some((out, ranges)))
 }
 
-/// Writes map `m` at `depth`, noting in `ranges` where each value went.
+/// Writes map `m` at `layout`, noting in `ranges` where each value went.
 fn write_map(
     out: &mut String,
     m: &Map,
-    depth: usize,
+    layout: Layout,
     faithful: &mut bool,
     mut ranges: Option<&mut FieldRanges>,
 ) -> Result<(), String> {
@@ -63,26 +99,23 @@ fn write_map(
     }
     out.push('{');
     for (i, (k, v)) in m.iter().enumerate() {
-        out.push_str(if i == 0 { "\n" } else { ",\n" });
-        indent(out, depth + 1);
+        open_entry(out, i == 0, layout);
         write_str(out, k.as_str());
-        out.push_str(": ");
+        out.push_str(if layout.is_some() { ": " } else { ":" });
         let start = out.len();
-        write_value(out, v, depth + 1, faithful)?;
+        write_value(out, v, deeper(layout), faithful)?;
         if let Some(ranges) = ranges.as_deref_mut() {
             ranges.push((k.to_string(), start..out.len()));
         }
     }
-    out.push('\n');
-    indent(out, depth);
-    out.push('}');
+    close(out, '}', layout);
     Ok(())
 }
 
 fn write_value(
     out: &mut String,
     value: &Dynamic,
-    depth: usize,
+    layout: Layout,
     faithful: &mut bool,
 ) -> Result<(), String> {
     if let Some(s) = value.read_lock::<ImmutableString>() {
@@ -94,7 +127,7 @@ fn write_value(
         return Ok(());
     }
     if let Some(m) = value.read_lock::<Map>() {
-        return write_map(out, &m, depth, faithful, None);
+        return write_map(out, &m, layout, faithful, None);
     }
     if let Some(a) = value.read_lock::<Array>() {
         if a.is_empty() {
@@ -103,13 +136,10 @@ fn write_value(
         }
         out.push('[');
         for (i, v) in a.iter().enumerate() {
-            out.push_str(if i == 0 { "\n" } else { ",\n" });
-            indent(out, depth + 1);
-            write_value(out, v, depth + 1, faithful)?;
+            open_entry(out, i == 0, layout);
+            write_value(out, v, deeper(layout), faithful)?;
         }
-        out.push('\n');
-        indent(out, depth);
-        out.push(']');
+        close(out, ']', layout);
         return Ok(());
     }
     if value.is_unit() {
@@ -130,11 +160,15 @@ fn write_value(
         return Ok(());
     }
     if let Some(parsed) = unread::parsed(value) {
-        return write_value(out, &parsed?, depth, faithful);
+        return write_value(out, &parsed?, layout, faithful);
     }
     // Anything else (a character, a function pointer, ...) prints as serde_json prints
     // it, and does not come back as it was.
     *faithful = false;
+    let Some(depth) = layout else {
+        out.push_str(&serde_json::to_string(value).map_err(|e| e.to_string())?);
+        return Ok(());
+    };
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     let mut lines = text.split('\n');
     out.push_str(lines.next().unwrap_or_default());
@@ -198,6 +232,7 @@ mod tests {
             let text = pretty(&from_json(&v), &mut faithful).unwrap();
             prop_assert_eq!(&text, &serde_json::to_string_pretty(&v).unwrap());
             prop_assert!(faithful);
+            prop_assert_eq!(compact(&from_json(&v)).unwrap(), serde_json::to_string(&v).unwrap());
             // A map's fields are where the whole text says they are.
             if let Some((whole, ranges)) = pretty_fields(&from_json(&v), &mut faithful).unwrap() {
                 prop_assert_eq!(&whole, &text);
@@ -222,9 +257,11 @@ mod tests {
         let mut faithful = true;
         let text = pretty(&value, &mut faithful).unwrap();
         assert!(!faithful);
+        let json = crate::engine::doc::to_json(&value);
+        assert_eq!(text, serde_json::to_string_pretty(&json).unwrap());
         assert_eq!(
-            text,
-            serde_json::to_string_pretty(&crate::engine::doc::to_json(&value)).unwrap()
+            compact(&value).unwrap(),
+            serde_json::to_string(&json).unwrap()
         );
     }
 }
