@@ -82,31 +82,38 @@ pub fn print(
         }
         _ => None,
     };
-    // The envelope (sorted), its state patch written in place: one pass over a pool.
-    let others: Vec<(&str, String)> = envelope
+    // The envelope (sorted already), its state patch written in place: one pass over a
+    // pool. `None`: the patch whose values are the state's.
+    let texts: Vec<(&str, Option<String>)> = envelope
         .iter()
-        .filter(|(k, _)| patch_entries.is_none() || k.as_str() != "state_patch")
-        .map(|(k, v)| (k.as_str(), pretty(v)))
+        .map(|(k, v)| match (k.as_str(), &patch_entries) {
+            ("state_patch", Some(_)) => (k.as_str(), None),
+            _ => (k.as_str(), Some(pretty(v))),
+        })
         .collect();
-    let mut entries: Vec<(&str, Entry)> = others
-        .iter()
-        .map(|(k, t)| (*k, Entry::Text(Piece::top(t))))
-        .collect();
-    if let Some(texts) = &patch_entries {
-        let pieces = texts.iter().map(|(k, text, depth)| {
-            let piece = Piece {
-                text: text.as_ref(),
-                depth: *depth,
-            };
-            (*k, piece)
-        });
-        entries.push(("state_patch", Entry::Object(pieces.collect())));
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-    }
-    let at = entries.iter().position(|(k, _)| *k == "state_patch");
+    let entries = texts.iter().map(|(k, text)| {
+        let entry = match text {
+            Some(t) => Entry::Text(Piece::top(t)),
+            None => {
+                let pieces = patch_entries.iter().flatten();
+                let pieces = pieces.map(|(k, text, depth)| {
+                    (
+                        *k,
+                        Piece {
+                            text,
+                            depth: *depth,
+                        },
+                    )
+                });
+                Entry::Object(pieces.collect())
+            }
+        };
+        (*k, entry)
+    });
     let mut text = String::new();
-    let ranges = json_text::push_object(&mut text, entries, 0);
+    let ranges = json_text::push_object(&mut text, entries.collect(), 0);
     text.push('\n');
+    let at = envelope.keys().position(|k| k == "state_patch");
     let patch = at.and_then(|i| ranges.get(i).cloned()).unwrap_or(0..0);
     Ok(PrintedHandoff { text, patch })
 }

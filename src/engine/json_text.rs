@@ -54,7 +54,7 @@ pub fn push_object(
     for (key, value) in entries {
         out.push_str(if ranges.is_empty() { "\n" } else { ",\n" });
         out.push_str(&pad);
-        push_key(out, key);
+        crate::engine::pretty::write_str(out, key);
         out.push_str(": ");
         let start = out.len();
         match value {
@@ -81,11 +81,6 @@ pub fn push_value(out: &mut String, value: Piece, depth: usize) {
         Some(levels) if levels > 0 => push_indented(out, value.text, &"  ".repeat(levels)),
         _ => out.push_str(value.text),
     }
-}
-
-/// Appends `key` as a JSON string.
-fn push_key(out: &mut String, key: &str) {
-    crate::engine::pretty::write_str(out, key);
 }
 
 /// Appends `text` deeper by `pad`: in pretty JSON a line break is only ever layout
