@@ -10,7 +10,8 @@
 #   - every phase: `metaopt agent <agent> --mode <phase>` (no --apply-state; the project
 #     is copied fresh before each repetition, so every run sees the same input);
 #   - `metaopt step` on the generated project (one gate merging every ideation result),
-#     and on the roll gate's project (the step that closes an iteration, with its reports);
+#     on the roll gate's project (the step that closes an iteration, with its reports),
+#     and on the launch project (a step whose phases leave the pools unread);
 #   - `metaopt demo --quiet`;
 # and prints a markdown table (also saved as DIR/table.md) with the median wall time,
 # the peak RSS of the large runs, the serde floor (parse + pretty-print the state with
@@ -190,24 +191,30 @@ for case in $cases; do
   done
   row "$label" "$ex" "$lg" "$kib" "$bytes" "$floor" 3 >>"$table"
 done
+# `metaopt step` on the projects of another phase: step_row CASE LABEL.
+step_row() {
+  local case=$1 label=$2 ex="" lg="" kib="" bytes="" floor="" size dir
+  for size in example large; do
+    has_size "$size" || continue
+    dir=$(field "$size" "$case" 4)
+    [[ -n $dir ]] || continue
+    echo "  $size step at $case ..." >&2
+    if [[ $size = example ]]; then
+      measure "$dir" "$reps" none "$bin" step
+      ex=$median
+    else
+      measure "$dir" "$large_reps" rss "$bin" step
+      lg=$median kib=$peak_kib
+      bytes=$(field large "$case" 5) floor=$(field large "$case" 6)
+    fi
+  done
+  [[ -z $ex$lg ]] || row "$label" "$ex" "$lg" "$kib" "$bytes" "$floor" 3 >>"$table"
+}
 # The step that closes an iteration (orchestrator gate, roll gate, iteration and final
-# reports), on the roll gate's projects.
-ex="" lg="" kib="" bytes="" floor=""
-for size in example large; do
-  has_size "$size" || continue
-  dir=$(field "$size" gate_roll_iteration 4)
-  [[ -n $dir ]] || continue
-  echo "  $size step at the roll gate ..." >&2
-  if [[ $size = example ]]; then
-    measure "$dir" "$reps" none "$bin" step
-    ex=$median
-  else
-    measure "$dir" "$large_reps" rss "$bin" step
-    lg=$median kib=$peak_kib
-    bytes=$(field large gate_roll_iteration 5) floor=$(field large gate_roll_iteration 6)
-  fi
-done
-[[ -z $ex$lg ]] || row "step (ROLL_ITERATION: roll gate and reports)" "$ex" "$lg" "$kib" "$bytes" "$floor" 3 >>"$table"
+# reports), and a step whose phases never read the pools (they stay unread: the state
+# is written back from its text).
+step_row gate_roll_iteration "step (ROLL_ITERATION: roll gate and reports)"
+step_row plan_launch "step (LAUNCH_SWEEP: the pools left unread)"
 if has_size example; then
   echo "  demo ..." >&2
   sync_first=1 measure "" "$reps" none "$bin" demo --quiet --dir demo

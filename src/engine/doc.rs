@@ -314,6 +314,17 @@ pub fn view(value: &Dynamic, fields: Option<&[String]>) -> Dynamic {
     }
 }
 
+/// [`view`] for a reader outside a phase (a guard choosing the phase, a report): the
+/// fields it sees that were left unread are parsed, as it may read them all.
+pub fn view_read(value: &Dynamic, fields: Option<&[String]>) -> Dynamic {
+    let mut seen = view(value, fields);
+    if let Some(mut map) = seen.write_lock::<Map>() {
+        // A field that no longer parses stays unread: using it names the field.
+        let _ = crate::engine::unread::materialize_fields(&mut map, |_| false);
+    }
+    seen
+}
+
 /// The text `value` holds, when it is a string.
 pub fn with_str<R>(value: &Dynamic, f: impl FnOnce(&str) -> R) -> Option<R> {
     value.read_lock::<ImmutableString>().map(|s| f(s.as_str()))

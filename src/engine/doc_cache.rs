@@ -21,9 +21,11 @@
 //! after it in the same step do not parse it.
 //!
 //! The running phase's `unread:` column lives here too ([`leave_unread`]) because
-//! whether it applies depends on keeping: a process that keeps no documents leaves the
-//! declared fields unread ([`load_leaving`], never kept); a step, whose kept state
-//! serves later phases that may read everything, builds every field.
+//! what it does depends on keeping: a process that keeps no documents leaves the
+//! declared fields unread ([`load_leaving`]); a step, whose kept documents serve later
+//! phases, leaves unread every field some phase declares ([`keep_documents`]) and
+//! builds, in the kept document, the ones the running phase reads
+//! ([`Doc::materialize_except`]).
 
 use rhai::Dynamic;
 use std::cell::{Cell, Ref, RefCell};
@@ -48,7 +50,8 @@ enum Home {
 #[derive(Debug)]
 struct Source {
     path: String,
-    text: String,
+    /// Shared with the fields left unread in the value.
+    text: Rc<String>,
     yaml: bool,
 }
 
@@ -144,6 +147,22 @@ impl Doc {
         Ok(found)
     }
 
+    /// Builds the fields of the document left unread, except those in `keep` (the fields
+    /// the phase about to read it leaves unread itself): a step reads its state once
+    /// leaving the pools unread, and parses them for the first phase that reads them.
+    /// Nothing to do for a lent document (a second read gets a whole copy).
+    pub fn materialize_except(&self, keep: &[String]) -> Result<(), String> {
+        if self.is_lent() {
+            return Ok(());
+        }
+        drop(self.value());
+        let mut slot = self.value.borrow_mut();
+        if let Some(mut map) = slot.write_lock::<rhai::Map>() {
+            crate::engine::unread::materialize_fields(&mut map, |k| keep.iter().any(|f| f == k))?;
+        }
+        Ok(())
+    }
+
     /// Whether this document's value is lent to a running phase.
     fn is_lent(&self) -> bool {
         matches!(self.home.get(), Home::Lent(_))
@@ -162,6 +181,9 @@ thread_local! {
     static LENT: RefCell<Vec<Rc<Doc>>> = const { RefCell::new(Vec::new()) };
     /// A phase is running: kept documents it reads are lent to it.
     static LENDING: Cell<bool> = const { Cell::new(false) };
+    /// While documents are kept: per schema, the fields some phase leaves unread.
+    static UNREAD_BY_ANY: RefCell<indexmap::IndexMap<String, Vec<String>>> =
+        RefCell::new(indexmap::IndexMap::new());
     /// The running phase's `unread:` column.
     static UNREAD: RefCell<indexmap::IndexMap<String, Vec<String>>> =
         RefCell::new(indexmap::IndexMap::new());
@@ -178,29 +200,22 @@ pub fn leave_unread(unread: indexmap::IndexMap<String, Vec<String>>) {
     UNREAD.with(|u| u.replace(unread));
 }
 
-/// The fields to leave unread in a document read with `schema`, when the process keeps
-/// no documents (a kept document serves later phases, which may read everything).
+/// The fields the running phase leaves unread in a document read with `schema`.
 pub fn unread_for(schema: &str) -> Option<Vec<String>> {
-    if keeping() {
-        return None;
-    }
     UNREAD.with(|u| u.borrow().get(schema).cloned())
 }
 
-/// The JSON document at `path` with the top-level fields in `unread` left unread, each
-/// scanned against its schema rule ([`crate::engine::unread::parse_json_leaving`]);
-/// never kept. Results as [`load`].
-pub fn load_leaving(
-    path: &str,
-    unread: &[(&str, Option<&crate::machine::model::FieldRule>)],
-) -> Result<Option<Rc<Doc>>, (bool, String)> {
-    let text = Rc::new(crate::engine::sandbox::read_file(path)?);
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    crate::engine::unread::parse_json_leaving(&text, unread)
-        .map(|value| Some(Rc::new(Doc::new(value))))
-        .map_err(|e| crate::engine::sandbox::json_error(&text, &e))
+/// Chooses, from a document's text, the fields to leave unread, each with the schema
+/// rule its scan builds a view for.
+pub type Leave<'r> =
+    dyn Fn(&str) -> Vec<(String, Option<&'r crate::machine::model::FieldRule>)> + 'r;
+
+/// [`load`] of a JSON document, the top-level fields `unread` chooses left unread when
+/// it is parsed now, each scanned against its schema rule
+/// ([`crate::engine::unread::parse_json_leaving`]). A kept document may hold other
+/// fields unread, or these built: see [`Doc::materialize_except`].
+pub fn load_leaving(path: &str, unread: &Leave) -> Result<Option<Rc<Doc>>, (bool, String)> {
+    load_with(path, false, Some(unread))
 }
 
 /// Whether the running phase holds a lent document (one [`settle`] must take back).
@@ -208,19 +223,29 @@ pub fn lent_any() -> bool {
     LENT.with(|l| !l.borrow().is_empty())
 }
 
-/// From now on, parsed documents are kept for the rest of the process.
-pub fn keep_documents() {
+/// From now on, parsed documents are kept for the rest of the process; a JSON
+/// document read with a schema in `unread` is parsed leaving the fields listed there
+/// unread, until a phase reads them (see [`Doc::materialize_except`]).
+pub fn keep_documents(unread: indexmap::IndexMap<String, Vec<String>>) {
     KEEP.with(|k| k.set(true));
+    UNREAD_BY_ANY.with(|u| u.replace(unread));
+}
+
+/// The fields a kept document read with `schema` is parsed leaving unread.
+pub fn kept_unread_for(schema: &str) -> Option<Vec<String>> {
+    UNREAD_BY_ANY.with(|u| u.borrow().get(schema).cloned())
 }
 
 /// Forgets every kept document and stops keeping: the process starts afresh (the
 /// scenario runner runs each scenario as its own process would).
 pub fn reset() {
     KEEP.with(|k| k.set(false));
+    UNREAD_BY_ANY.with(|u| u.borrow_mut().clear());
     CACHE.with(|c| c.borrow_mut().clear());
 }
 
-fn keeping() -> bool {
+/// Whether parsed documents are kept (a step).
+pub fn keeping() -> bool {
     KEEP.with(Cell::get)
 }
 
@@ -307,6 +332,15 @@ fn remember(value: Dynamic, source: Source) -> Rc<Doc> {
 /// same text is kept. `Ok(None)`: an empty file. Read and parse errors are
 /// `(file exists, message)`, as [`crate::engine::sandbox::parse_file`] gives them.
 pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
+    load_with(path, yaml, None)
+}
+
+/// [`load`], leaving `unread` unread when the (JSON) text is parsed now.
+fn load_with(
+    path: &str,
+    yaml: bool,
+    unread: Option<&Leave>,
+) -> Result<Option<Rc<Doc>>, (bool, String)> {
     // A kept document still current is compared with the file as the file is read
     // (reading a 10 MB state into a new string and comparing costs 10-15 ms). A text
     // over the read cap never holds: reading the file reports it.
@@ -321,8 +355,22 @@ pub fn load(path: &str, yaml: bool) -> Result<Option<Rc<Doc>>, (bool, String)> {
         return Ok(crate::engine::sandbox::parse_text_dynamic(&src.text, yaml)?
             .map(|value| Rc::new(Doc::new(value))));
     }
-    let text = crate::engine::sandbox::read_file(path)?;
-    let Some(value) = crate::engine::sandbox::parse_text_dynamic(&text, yaml)? else {
+    let text = Rc::new(crate::engine::sandbox::read_file(path)?);
+    let chosen = unread
+        .filter(|_| !yaml)
+        .map(|pick| pick(&text))
+        .unwrap_or_default();
+    let parsed = if chosen.is_empty() {
+        crate::engine::sandbox::parse_text_dynamic(&text, yaml)?
+    } else if text.trim().is_empty() {
+        None
+    } else {
+        let leave: Vec<_> = chosen.iter().map(|(f, rule)| (f.as_str(), *rule)).collect();
+        let value = crate::engine::unread::parse_json_leaving(&text, &leave)
+            .map_err(|e| crate::engine::sandbox::json_error(&text, &e))?;
+        Some(value)
+    };
+    let Some(value) = parsed else {
         return Ok(None);
     };
     if !keeping() {
@@ -355,7 +403,7 @@ pub fn keep_written(path: &str, printed: crate::engine::doc::Printed, value: Dyn
     };
     let source = Source {
         path: path.to_string(),
-        text,
+        text: Rc::new(text),
         yaml: false,
     };
     remember(value, source)
@@ -367,8 +415,9 @@ pub fn keep_written(path: &str, printed: crate::engine::doc::Printed, value: Dyn
 /// `Ok(None)`: an empty file; errors as [`load`] gives them.
 pub fn load_fields(path: &str, fields: &[&str]) -> Result<Option<Dynamic>, (bool, String)> {
     if keeping() {
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
         return Ok(load(path, false)?
-            .map(|doc| crate::engine::doc::project(&doc.value(), fields.iter().copied())));
+            .map(|doc| crate::engine::doc::view_read(&doc.value(), Some(&fields))));
     }
     let text = crate::engine::sandbox::read_file(path)?;
     if text.trim().is_empty() {
@@ -392,7 +441,7 @@ mod tests {
 
     #[test]
     fn a_kept_document_is_used_only_for_the_same_text() {
-        keep_documents();
+        keep_documents(Default::default());
         let dir = tempfile::tempdir().expect("temporary directory");
         let path_text = &file(&dir, "doc.json", r#"{"n": 1}"#);
         let path = std::path::Path::new(path_text);
@@ -412,7 +461,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_its_smallest_document_first() {
-        keep_documents();
+        keep_documents(Default::default());
         let dir = tempfile::tempdir().expect("temporary directory");
         let big_text = &file(
             &dir,
@@ -434,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_lent_document_comes_back_or_is_parsed_again() {
-        keep_documents();
+        keep_documents(Default::default());
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = &file(&dir, "state.json", r#"{"n": 1, "list": [1, 2]}"#);
         let doc = load(path, false).unwrap().unwrap();
@@ -464,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_document_changed_in_place_is_refused_in_debug_builds() {
-        keep_documents();
+        keep_documents(Default::default());
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = &file(&dir, "state.json", r#"{"n": 1}"#);
         let doc = load(path, false).unwrap().unwrap();
@@ -482,7 +531,7 @@ mod tests {
 
     #[test]
     fn a_written_document_is_kept_for_its_text() {
-        keep_documents();
+        keep_documents(Default::default());
         let dir = tempfile::tempdir().expect("temporary directory");
         let text = "{\n  \"n\": 3\n}\n";
         let path = &file(&dir, "state.json", text);
@@ -499,7 +548,7 @@ mod tests {
 
     #[test]
     fn a_kept_text_over_the_read_cap_is_refused_as_the_file_would_be() {
-        keep_documents();
+        keep_documents(Default::default());
         let dir = tempfile::tempdir().expect("temporary directory");
         let cap = crate::workspace::fsio::MAX_READ_BYTES as usize;
         let text = format!("{{\"pad\": \"{}\"}}\n", "x".repeat(cap));
@@ -515,7 +564,7 @@ mod tests {
 
     #[test]
     fn a_written_value_the_text_does_not_give_back_is_read_from_the_text() {
-        keep_documents();
+        keep_documents(Default::default());
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut value = crate::engine::doc::parse_json(r#"{"x": 1.5}"#).unwrap();
         value

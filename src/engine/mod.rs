@@ -11,6 +11,7 @@ pub mod patch;
 pub mod phase;
 pub mod pretty;
 pub mod render;
+pub mod reprint;
 pub mod sandbox;
 pub mod schema;
 pub mod template;

@@ -216,14 +216,8 @@ pub fn run_phase(
     };
     crate::engine::timing::mark("phase start");
     crate::engine::doc_cache::begin_phase();
-    // A phase run with --apply-state writes the state back, which needs every field's
-    // value: parsing an unread field then would cost more than leaving it saved.
-    let unread = if args.apply_state {
-        Default::default()
-    } else {
-        phase.def.unread.clone()
-    };
-    crate::engine::doc_cache::leave_unread(unread);
+    // Also with --apply-state: an unread field is written back from its text.
+    crate::engine::doc_cache::leave_unread(phase.def.unread.clone());
     let decided = run.decide();
     crate::engine::timing::mark("decide");
     let mut outcome = match decided {
@@ -282,7 +276,7 @@ struct NewState {
 const PLACE_KEYS: [&str; 2] = ["machine_state", "status"];
 
 /// Schema the state file is loaded with (`machine/schemas/state.yaml`).
-const STATE_SCHEMA: &str = "state";
+pub const STATE_SCHEMA: &str = "state";
 
 /// The binding a rule's state changes apply to (and the patch is computed against).
 const STATE_BINDING: &str = "state";

@@ -31,10 +31,10 @@ pub fn compact(value: &Dynamic) -> Result<String, String> {
 }
 
 /// Where a value is written: `Some(depth)`, pretty at that depth; `None`, compact.
-type Layout = Option<usize>;
+pub type Layout = Option<usize>;
 
 /// Opens the entry of a map or list (its first when `first`), one level below `layout`.
-fn open_entry(out: &mut String, first: bool, layout: Layout) {
+pub(crate) fn open_entry(out: &mut String, first: bool, layout: Layout) {
     if !first {
         out.push(',');
     }
@@ -45,7 +45,7 @@ fn open_entry(out: &mut String, first: bool, layout: Layout) {
 }
 
 /// Closes a non-empty map or list written at `layout` with `bracket`.
-fn close(out: &mut String, bracket: char, layout: Layout) {
+pub(crate) fn close(out: &mut String, bracket: char, layout: Layout) {
     if let Some(depth) = layout {
         out.push('\n');
         indent(out, depth);
@@ -54,7 +54,7 @@ fn close(out: &mut String, bracket: char, layout: Layout) {
 }
 
 /// The layout one level below `layout`.
-fn deeper(layout: Layout) -> Layout {
+pub(crate) fn deeper(layout: Layout) -> Layout {
     layout.map(|d| d + 1)
 }
 
@@ -159,8 +159,14 @@ fn write_value(
         }
         return Ok(());
     }
-    if let Some(parsed) = unread::parsed(value) {
-        return write_value(out, &parsed?, layout, faithful);
+    if unread::may_be_unread(value)
+        && let Some(field) = value.read_lock::<unread::Unread>()
+    {
+        // Its text printed again, not parsed (see `reprint`); parsed when that gives up.
+        if field.reprint(out, layout) {
+            return Ok(());
+        }
+        return write_value(out, &field.value()?, layout, faithful);
     }
     // Anything else (a character, a function pointer, ...) prints as serde_json prints
     // it, and does not come back as it was.
@@ -178,6 +184,12 @@ fn write_value(
         out.push_str(line);
     }
     Ok(())
+}
+
+/// Appends scalar `value` as it is printed anywhere (a container: as compact JSON).
+pub(crate) fn write_scalar(out: &mut String, value: &Dynamic) {
+    // Scalars print at any layout and always come back.
+    let _ = write_value(out, value, None, &mut true);
 }
 
 /// Appends `s` as a JSON string, escaped as serde_json escapes it.

@@ -625,24 +625,31 @@ fn read_fields(path: &str, fields: &Array) -> Map {
     }
 }
 
-/// [`crate::engine::doc_cache::load_leaving`] with each unread field's rule in `schema`
-/// (a schema that does not build: the document is loaded whole, and its check reports it).
-fn load_leaving_by_schema(
-    ctx: &NativeCallContext,
+/// [`crate::engine::doc_cache::load_leaving`] of the fields `unread` chooses from the
+/// text, each with its rule in `schema` (a schema that does not build: the document is
+/// loaded whole, and its check reports it).
+pub fn load_leaving_by_schema(
+    engine: &Engine,
     shared: &Rc<RefCell<SharedTables>>,
     path: &str,
     schema: &str,
-    unread: &[String],
+    unread: &dyn Fn(&str) -> Vec<String>,
 ) -> Result<Option<Rc<crate::engine::doc_cache::Doc>>, (bool, String)> {
     let tables = shared.borrow();
-    let Some(Ok(built)) = tables.schemas.get(schema).map(|s| s.get(ctx.engine())) else {
+    let Some(Ok(built)) = tables.schemas.get(schema).map(|s| s.get(engine)) else {
         return crate::engine::doc_cache::load(path, false);
     };
-    let rules: Vec<_> = unread
-        .iter()
-        .map(|f| (f.as_str(), built.schema.table.fields.get(f)))
-        .collect();
-    crate::engine::doc_cache::load_leaving(path, &rules)
+    let fields = &built.schema.table.fields;
+    let pick = |text: &str| {
+        let chosen = unread(text).into_iter();
+        chosen
+            .map(|f| {
+                let rule = fields.get(&f);
+                (f, rule)
+            })
+            .collect()
+    };
+    crate::engine::doc_cache::load_leaving(path, &pick)
 }
 
 fn read_doc(
@@ -652,9 +659,27 @@ fn read_doc(
     yaml: bool,
     schema: &str,
 ) -> Map {
-    let loaded = match crate::engine::doc_cache::unread_for(schema) {
-        Some(unread) if !yaml => load_leaving_by_schema(ctx, shared, path, schema, &unread),
-        _ => crate::engine::doc_cache::load(path, yaml),
+    use crate::engine::doc_cache::{keeping, kept_unread_for, load, unread_for};
+    let phase_unread = unread_for(schema);
+    // A kept document serves the phases after this one: it leaves unread what any
+    // phase may leave, and builds here what this phase reads.
+    let leave = if keeping() {
+        kept_unread_for(schema)
+    } else {
+        phase_unread.clone()
+    };
+    let loaded = match leave {
+        Some(unread) if !yaml => {
+            load_leaving_by_schema(ctx.engine(), shared, path, schema, &|_| unread.clone())
+        }
+        _ => load(path, yaml),
+    };
+    let loaded = match loaded {
+        Ok(Some(doc)) if keeping() => doc
+            .materialize_except(&phase_unread.unwrap_or_default())
+            .map(|()| Some(doc))
+            .map_err(|e| (true, e)),
+        other => other,
     };
     match loaded {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),

@@ -4,15 +4,17 @@
 //! field is scanned instead of built: its JSON syntax is checked with the rest of the
 //! file, what its schema checks is built and checked (a proposal's `proposal_id`, not
 //! its rationale or sweep config), and its text is kept. Wherever the engine needs the
-//! value (printing, `to_json`, a change below the field), it is parsed then from the
-//! text. A script that indexes the field or reads a property of it gets an error
-//! naming it. The one exception is exact by construction: an unread list whose rule
-//! checks each item answers `len()` and `join_field` of the item fields the rule types
-//! as scalars, from what the scan built.
+//! value (`to_json`, a change below the field), it is parsed then from the text; a
+//! state written back prints the field from its text without parsing it
+//! ([`crate::engine::reprint`]). A script that indexes the field or reads a property
+//! of it gets an error naming it. The one exception is exact by construction: an
+//! unread list whose rule checks each item answers `len()` and `join_field` of the
+//! item fields the rule types as scalars, from what the scan built.
 //!
-//! Only a single `metaopt agent` phase run without `--apply-state` leaves fields unread:
-//! a phase that writes the state back needs every value, and a step keeps the state it
-//! read for the phases after it, which may read everything.
+//! A `metaopt agent` phase, with or without `--apply-state`, leaves its declared fields
+//! unread. A step reads its state once, leaving unread every field some phase declares
+//! unread; the first phase of the step that reads such a field has it parsed then
+//! ([`materialize_fields`]), in the kept document, for the phases after it.
 
 use crate::engine::doc::{MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level};
 use crate::machine::model::FieldRule;
@@ -27,6 +29,9 @@ pub struct Unread {
     name: Rc<str>,
     /// The whole document's text, shared by its unread fields.
     text: Rc<String>,
+    /// Where each top-level field's value is in `text`, found when first needed and
+    /// shared by the document's unread fields.
+    ranges: Rc<FieldRanges>,
     /// What the field's schema rule looks at, built while the text was scanned.
     view: Dynamic,
     /// The rule `view` was built for (its address: rules live as long as the tables).
@@ -35,6 +40,11 @@ pub struct Unread {
     /// list (see [`Unread::item_count`], [`Unread::join_field`]); `None` otherwise.
     outline: Option<Rc<[String]>>,
 }
+
+/// Where each top-level field's value is in a document's text (`None` inside: not
+/// found, or not an object), once looked for.
+type FieldRanges =
+    std::cell::OnceCell<Option<std::collections::HashMap<String, std::ops::Range<usize>>>>;
 
 impl std::fmt::Debug for Unread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,6 +79,19 @@ impl Unread {
             .and_then(|doc| doc.try_cast::<Map>())
             .and_then(|mut map| map.remove(&*self.name))
             .ok_or_else(|| format!("field `{}` no longer parses from its text", self.name))
+    }
+
+    /// Appends the field's value at `layout` as printing its parse would, from its text
+    /// (see [`crate::engine::reprint`]); `false`, with `out` untouched, when the text
+    /// cannot be printed that way (the caller parses it).
+    pub fn reprint(&self, out: &mut String, layout: crate::engine::pretty::Layout) -> bool {
+        let ranges = self
+            .ranges
+            .get_or_init(|| crate::engine::reprint::top_level_ranges(&self.text));
+        match ranges.as_ref().and_then(|r| r.get(&*self.name)) {
+            Some(range) => crate::engine::reprint::reprint(out, &self.text[range.clone()], layout),
+            None => false,
+        }
     }
 
     /// The number of items, when the field is a list whose schema rule checks each item
@@ -136,6 +159,40 @@ pub fn materialize(value: &mut Dynamic) -> Result<(), String> {
     Ok(())
 }
 
+/// Replaces each field of `map` left unread by its value, parsed, unless `keep` holds for
+/// its name. Fields of the same text are parsed in one pass over it (a state's two
+/// pools: one scan of the document, not two).
+pub fn materialize_fields(map: &mut Map, keep: impl Fn(&str) -> bool) -> Result<(), String> {
+    let mut wanted: Vec<(String, Unread)> = Vec::new();
+    for (key, value) in map.iter() {
+        if !keep(key.as_str())
+            && may_be_unread(value)
+            && let Some(field) = value.read_lock::<Unread>()
+        {
+            wanted.push((key.to_string(), field.clone()));
+        }
+    }
+    while let Some((_, first)) = wanted.first() {
+        let text = first.text.clone();
+        let (same_text, rest): (Vec<_>, Vec<_>) = wanted
+            .into_iter()
+            .partition(|(_, f)| Rc::ptr_eq(&f.text, &text));
+        wanted = rest;
+        let names: Vec<&str> = same_text.iter().map(|(_, f)| &*f.name).collect();
+        let mut parsed = parse_json_fields(&text, &names)
+            .ok()
+            .and_then(|doc| doc.try_cast::<Map>())
+            .ok_or_else(|| format!("fields {names:?} no longer parse from their text"))?;
+        for (key, field) in same_text {
+            let value = parsed
+                .remove(&*field.name)
+                .ok_or_else(|| format!("field `{}` no longer parses from its text", field.name))?;
+            map.insert(key.as_str().into(), value);
+        }
+    }
+    Ok(())
+}
+
 /// Parses a JSON text into a script value, leaving each top-level field named in
 /// `unread` as an [`Unread`] scanned against its schema rule (`None`: no rule). The
 /// whole text goes through one deserializer, so syntax errors and serde's nesting limit
@@ -145,7 +202,15 @@ pub fn parse_json_leaving(
     text: &Rc<String>,
     unread: &[(&str, Option<&FieldRule>)],
 ) -> Result<Dynamic, serde_json::Error> {
-    parse_top_level(text.as_str(), Leaving { text, unread })
+    let ranges = Rc::new(FieldRanges::new());
+    parse_top_level(
+        text.as_str(),
+        Leaving {
+            text,
+            ranges: &ranges,
+            unread,
+        },
+    )
 }
 
 /// No rule: a value of any type, nothing to build.
@@ -154,6 +219,7 @@ static ANY: std::sync::LazyLock<FieldRule> = std::sync::LazyLock::new(FieldRule:
 /// The top-level fields: unread ones scanned, the others built.
 struct Leaving<'a> {
     text: &'a Rc<String>,
+    ranges: &'a Rc<FieldRanges>,
     unread: &'a [(&'a str, Option<&'a FieldRule>)],
 }
 
@@ -171,6 +237,7 @@ impl<'de> TopLevelFields<'de> for Leaving<'_> {
         Ok(Some(Dynamic::from(Unread {
             name: (*name).into(),
             text: self.text.clone(),
+            ranges: self.ranges.clone(),
             view,
             rule: std::ptr::from_ref(rule) as usize,
             outline: outline(rule),

@@ -141,7 +141,7 @@ fn render_report(
     let handoff = crate::engine::patch::Patch::complete(handoff, from_state, state);
     let handoff = handoff.as_ref();
     let state = state.map_or(Dynamic::UNIT, |s| {
-        crate::engine::doc::view(s, fields("state").as_deref())
+        crate::engine::doc::view_read(s, fields("state").as_deref())
     });
     let handoff = match (handoff_fields, handoff.as_object()) {
         (Some(keys), Some(h)) => to_dynamic(&Value::Object(

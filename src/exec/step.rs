@@ -149,7 +149,26 @@ fn value(state: &StepState) -> Option<std::cell::Ref<'_, Dynamic>> {
 /// Reads the state strictly; `Ok(None)` when there is none.
 pub fn read_state(machine: &Machine) -> Result<StepState, String> {
     let path = layout(machine, "state");
-    match crate::engine::doc_cache::load(path, false) {
+    // Fields the step's governing phase leaves unread stay unread until a phase reads
+    // them; without a guess at the machine state, every field some phase leaves unread.
+    let schema = crate::engine::phase::STATE_SCHEMA;
+    // (Outside a step, as for `metaopt status`, every field is built.)
+    let keeping = crate::engine::doc_cache::keeping();
+    let any_phase = crate::engine::doc_cache::kept_unread_for(schema).unwrap_or_default();
+    let unread = |text: &str| match machine_state_hint(text) {
+        _ if !keeping => vec![],
+        Some(current) => machine.unread_in_state(current, schema),
+        None => any_phase.clone(),
+    };
+    let sandbox = &machine.sandbox;
+    let loaded = crate::engine::sandbox::load_leaving_by_schema(
+        &sandbox.engine,
+        &sandbox.shared,
+        path,
+        schema,
+        &unread,
+    );
+    match loaded {
         Err((false, _)) => Ok(None),
         Err((true, msg)) => Err(format!("{path}: {msg}")),
         Ok(None) => Err(format!("{path}: state file is empty")),
@@ -157,7 +176,7 @@ pub fn read_state(machine: &Machine) -> Result<StepState, String> {
             let issues = doc.issues(
                 &machine.sandbox.engine,
                 &machine.sandbox.shared.borrow(),
-                "state",
+                schema,
             )?;
             if issues.is_empty() {
                 Ok(Some(doc))
@@ -168,12 +187,27 @@ pub fn read_state(machine: &Machine) -> Result<StepState, String> {
     }
 }
 
+/// The machine state a state file's text names, found without parsing it: the value
+/// of the one `"machine_state"` key written where our layout puts a top-level key (after
+/// a line break and two spaces; a JSON string holds no line break). A guess that only
+/// chooses which fields are parsed at once: a wrong one costs time, never a result.
+fn machine_state_hint(text: &str) -> Option<&str> {
+    const KEY: &str = "\n  \"machine_state\": \"";
+    let mut found = memchr::memmem::find_iter(text.as_bytes(), KEY);
+    let at = found.next()? + KEY.len();
+    if found.next().is_some() {
+        return None;
+    }
+    let len = memchr::memchr(b'"', &text.as_bytes()[at..])?;
+    text.get(at..at + len)
+}
+
 /// Runs one step in the current directory (the project root).
 pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     let lock_path = Path::new(layout(machine, "state")).with_file_name("lock");
     let _lock = ProjectLock::acquire(&lock_path)?;
     // A step reads the state in up to four phases: parse it once.
-    crate::engine::doc_cache::keep_documents();
+    crate::engine::doc_cache::keep_documents(machine.unread_by_any_phase());
     crate::engine::timing::mark("step start");
     let mut state = read_state(machine)?;
     crate::engine::timing::mark("read state");
@@ -320,7 +354,7 @@ pub fn dispatch(
         .filter_map(|c| c.when.as_deref())
         .collect();
     let fields = crate::engine::sandbox::projected_fields(&sources, "state");
-    let seen = value(state).map_or(Dynamic::UNIT, |s| doc::view(&s, fields.as_deref()));
+    let seen = value(state).map_or(Dynamic::UNIT, |s| doc::view_read(&s, fields.as_deref()));
     crate::engine::sandbox::push_binding(&mut scope, "state", seen);
     for (guard, phase) in guards {
         let holds = match guard {

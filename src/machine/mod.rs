@@ -631,6 +631,49 @@ impl Machine {
         self.agents.values().filter_map(|slot| slot.agent(self))
     }
 
+    /// Per schema, the top-level fields some phase leaves unread (`unread:` columns): a
+    /// step reads its documents leaving these unread, and builds them for the first
+    /// phase that reads them (see [`crate::engine::doc_cache::Doc::materialize_except`]).
+    pub fn unread_by_any_phase(&self) -> IndexMap<String, Vec<String>> {
+        let mut out: IndexMap<String, Vec<String>> = IndexMap::new();
+        for phase in self.agents().flat_map(|a| a.phases.values()) {
+            for (schema, fields) in &phase.def.unread {
+                let known = out.entry(schema.clone()).or_default();
+                for field in fields {
+                    if !known.contains(field) {
+                        known.push(field.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The top-level fields of documents read with `schema` that every phase of machine
+    /// state `state` leaves unread (empty: a state without phases, or unknown).
+    pub fn unread_in_state(&self, state: &str, schema: &str) -> Vec<String> {
+        let Some(def) = self.states.states.get(state) else {
+            return vec![];
+        };
+        let Some(agent) = def.agent.as_deref().and_then(|a| self.agent(a)) else {
+            return vec![];
+        };
+        let mut common: Option<Vec<String>> = None;
+        for choice in &def.phases {
+            let fields = agent
+                .phases
+                .get(&choice.phase)
+                .and_then(|p| p.def.unread.get(schema))
+                .cloned()
+                .unwrap_or_default();
+            common = Some(match common {
+                None => fields,
+                Some(c) => c.into_iter().filter(|f| fields.contains(f)).collect(),
+            });
+        }
+        common.unwrap_or_default()
+    }
+
     /// The names of the agents, in file order.
     pub fn agent_names(&self) -> impl Iterator<Item = &String> {
         self.agents.keys()
