@@ -33,6 +33,165 @@ pub fn reprint(out: &mut String, text: &str, layout: Layout) -> bool {
     done.is_ok()
 }
 
+/// Whether `text`, one valid JSON value, is already what [`reprint`] writes for it at
+/// `depth` in the pretty layout: then it is copied as it is. Our own files are (a state
+/// written by a step holds its pools at depth 1), and checking is a scan, not a parse:
+/// the layout of each line, keys strictly ascending, string escapes serde_json's own,
+/// and numbers in the form their parse prints. Anything else answers `false`.
+pub fn is_canonical(text: &str, depth: usize) -> bool {
+    let mut scan = Canonical {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    scan.value(depth) && scan.at == text.len()
+}
+
+/// A scan of a text for [`is_canonical`].
+struct Canonical<'t> {
+    bytes: &'t [u8],
+    at: usize,
+}
+
+impl<'t> Canonical<'t> {
+    fn value(&mut self, depth: usize) -> bool {
+        match self.bytes.get(self.at) {
+            Some(b'"') => self.string().is_some(),
+            Some(b'[') => self.list(depth),
+            Some(b'{') => self.object(depth),
+            Some(b't') => self.word(b"true"),
+            Some(b'f') => self.word(b"false"),
+            Some(b'n') => self.word(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => false,
+        }
+    }
+
+    /// Steps over `expected` when the text goes on with it.
+    fn word(&mut self, expected: &[u8]) -> bool {
+        let found = self.bytes[self.at..].starts_with(expected);
+        if found {
+            self.at += expected.len();
+        }
+        found
+    }
+
+    /// A line break and the indent of `depth`.
+    fn line(&mut self, depth: usize) -> bool {
+        let end = self.at + 1 + 2 * depth;
+        let found = self
+            .bytes
+            .get(self.at..end)
+            .is_some_and(|l| l[0] == b'\n' && l[1..].iter().all(|&c| c == b' '));
+        if found {
+            self.at = end;
+        }
+        found
+    }
+
+    /// A string whose escapes are serde_json's; its raw content.
+    fn string(&mut self) -> Option<&'t [u8]> {
+        let start = self.at + 1;
+        let mut i = start;
+        loop {
+            i += memchr::memchr2(b'"', b'\\', self.bytes.get(i..)?)?;
+            if self.bytes[i] == b'"' {
+                break;
+            }
+            match self.bytes.get(i + 1)? {
+                b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f' => i += 2,
+                b'u' => {
+                    // `\u00xx`, lowercase, for a control character with no short escape.
+                    let code = self.bytes.get(i + 2..i + 6)?;
+                    let hex = |c: u8| match c {
+                        b'0'..=b'9' => Some(c - b'0'),
+                        b'a'..=b'f' => Some(c - b'a' + 10),
+                        _ => None,
+                    };
+                    let short = [0x08, 0x09, 0x0a, 0x0c, 0x0d];
+                    let low = hex(code[3])?;
+                    let value = match &code[..3] {
+                        b"000" => low,
+                        b"001" => 16 + low,
+                        _ => return None,
+                    };
+                    if short.contains(&value) {
+                        return None;
+                    }
+                    i += 6;
+                }
+                _ => return None,
+            }
+        }
+        self.at = i + 1;
+        Some(&self.bytes[start..i])
+    }
+
+    /// A number in the form its parse prints: an `i64` as itoa prints it, any other
+    /// number as the float printer prints its value.
+    fn number(&mut self) -> bool {
+        let rest = &self.bytes[self.at..];
+        let len = rest
+            .iter()
+            .position(|c| !matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+            .unwrap_or(rest.len());
+        let Ok(token) = std::str::from_utf8(&rest[..len]) else {
+            return false;
+        };
+        self.at += len;
+        if token.contains(['.', 'e', 'E']) {
+            token
+                .parse::<f64>()
+                .is_ok_and(|f| f.is_finite() && zmij::Buffer::new().format_finite(f) == token)
+        } else {
+            token
+                .parse::<i64>()
+                .is_ok_and(|i| itoa::Buffer::new().format(i) == token)
+        }
+    }
+
+    fn list(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.word(b"]") {
+            return true;
+        }
+        loop {
+            if !(self.line(depth + 1) && self.value(depth + 1)) {
+                return false;
+            }
+            if !self.word(b",") {
+                return self.line(depth) && self.word(b"]");
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> bool {
+        self.at += 1;
+        if self.word(b"}") {
+            return true;
+        }
+        let mut last: Option<&[u8]> = None;
+        loop {
+            if !(self.line(depth + 1) && self.bytes.get(self.at) == Some(&b'"')) {
+                return false;
+            }
+            // A key with an escape is compared as the reprint compares it (decoded).
+            let Some(key) = self.string().filter(|k| !k.contains(&b'\\')) else {
+                return false;
+            };
+            if last.is_some_and(|l| l >= key) {
+                return false;
+            }
+            last = Some(key);
+            if !(self.word(b": ") && self.value(depth + 1)) {
+                return false;
+            }
+            if !self.word(b",") {
+                return self.line(depth) && self.word(b"}");
+            }
+        }
+    }
+}
+
 /// Where the value of each top-level field of a JSON object text is (the last
 /// occurrence of a duplicate key, as a parse keeps it); `None` when the text is not
 /// one JSON object.
@@ -215,6 +374,57 @@ mod tests {
                     prop_assert!(reprint(&mut out, &text, layout));
                     prop_assert_eq!(&out["prefix".len()..], parse_then_print(&text, layout));
                 }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_text_found_canonical_is_its_own_reprint(v in json_values(), depth in 0usize..4) {
+            let ours = pretty::pretty_at(&crate::engine::doc::from_json(&v), depth, &mut true).unwrap();
+            // (A key with an escape is left to the reprint, which compares it decoded.)
+            let escaped_key = ours.lines().any(|l| l.trim_start().starts_with('"') && l.contains("\\") && l.contains("\": "));
+            prop_assert!(escaped_key || is_canonical(&ours, depth), "our own print is canonical: {}", ours);
+            for text in [
+                ours.clone(),
+                serde_json::to_string(&v).unwrap(),
+                serde_json::to_string_pretty(&v).unwrap(),
+                ours.replace('\n', "\n "),
+            ] {
+                if is_canonical(&text, depth) {
+                    let mut out = String::new();
+                    prop_assert!(reprint(&mut out, &text, Some(depth)));
+                    prop_assert_eq!(out, text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn texts_a_parse_would_print_otherwise_are_not_canonical() {
+        for (text, canonical) in [
+            (
+                "{\n  \"a\": [\n    1,\n    2.5,\n    \"x\\ny\"\n  ],\n  \"b\": {}\n}",
+                true,
+            ),
+            ("{\n  \"b\": 1,\n  \"a\": 2\n}", false),
+            ("{\n  \"a\": 1,\n  \"a\": 2\n}", false),
+            ("{\"a\": 1}", false),
+            ("{\n   \"a\": 1\n}", false),
+            ("[\n  1.0e2\n]", false),
+            ("[\n  -0\n]", false),
+            ("[\n  18446744073709551615\n]", false),
+            ("\"\\u00e9\"", false),
+            ("\"\\/\"", false),
+            ("\"\\u000a\"", false),
+            ("\"\\u001f\"", true),
+            ("\"caf\u{e9}\"", true),
+            ("[]", true),
+            ("[ ]", false),
+        ] {
+            assert_eq!(is_canonical(text, 0), canonical, "{text}");
+            if canonical {
+                assert_eq!(parse_then_print(text, Some(0)), text);
             }
         }
     }

@@ -88,10 +88,18 @@ impl Unread {
         let ranges = self
             .ranges
             .get_or_init(|| crate::engine::reprint::top_level_ranges(&self.text));
-        match ranges.as_ref().and_then(|r| r.get(&*self.name)) {
-            Some(range) => crate::engine::reprint::reprint(out, &self.text[range.clone()], layout),
-            None => false,
+        let Some(range) = ranges.as_ref().and_then(|r| r.get(&*self.name)) else {
+            return false;
+        };
+        let text = &self.text[range.clone()];
+        // A file we wrote holds the field as it is printed here: copied, not read again.
+        if let Some(depth) = layout
+            && crate::engine::reprint::is_canonical(text, depth)
+        {
+            out.push_str(text);
+            return true;
         }
+        crate::engine::reprint::reprint(out, text, layout)
     }
 
     /// The number of items, when the field is a list whose schema rule checks each item
