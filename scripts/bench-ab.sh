@@ -95,6 +95,11 @@ while IFS=$'\t' read -r size case agent dir _bytes _floor rule; do
   if [[ $case = gate_roll_iteration ]]; then
     compare "$size step at the roll gate" "$dir" "$n" step
   fi
+  # A phase that writes the state back, and a step whose phases leave the pools unread.
+  if [[ $case = plan_launch ]]; then
+    compare "$size $case --apply-state" "$dir" "$n" agent "$agent" --mode "$case" --apply-state
+    compare "$size step at $case" "$dir" "$n" step
+  fi
 done <"$manifest"
 compare "demo --quiet" - 5 demo --quiet --dir demo
 rm -rf "$run"
