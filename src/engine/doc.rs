@@ -330,11 +330,15 @@ pub fn with_str<R>(value: &Dynamic, f: impl FnOnce(&str) -> R) -> Option<R> {
     value.read_lock::<ImmutableString>().map(|s| f(s.as_str()))
 }
 
-/// `value[key]` as text, when `value` is a map holding a string there.
+/// `value[key]` as text, when `value` is a map holding a string there (a field left
+/// unread is parsed to see).
 pub fn field_str(value: &Dynamic, key: &str) -> Option<String> {
-    value
-        .read_lock::<Map>()
-        .and_then(|m| m.get(key).and_then(|v| with_str(v, str::to_string)))
+    let map = value.read_lock::<Map>()?;
+    let field = map.get(key)?;
+    match unread::parsed(field) {
+        Some(parsed) => parsed.ok().and_then(|v| with_str(&v, str::to_string)),
+        None => with_str(field, str::to_string),
+    }
 }
 
 /// True when `a` and `b` are the same JSON document (an integer never equals a float,

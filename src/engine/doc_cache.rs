@@ -21,11 +21,13 @@
 //! after it in the same step do not parse it.
 //!
 //! The running phase's `unread:` column lives here too ([`leave_unread`]) because
-//! what it does depends on keeping: a process that keeps no documents leaves the
-//! declared fields unread ([`load_leaving`]); a step, whose kept documents serve later
-//! phases, leaves unread every field some phase declares ([`keep_documents`]) and
-//! builds, in the kept document, the ones the running phase reads
-//! ([`Doc::materialize_except`]).
+//! what it does depends on keeping ([`unread_to_leave`]): a process that keeps no
+//! documents leaves the declared fields unread ([`load_leaving`]); a step, whose kept
+//! documents serve later phases, leaves unread what other phases may leave
+//! ([`keep_documents`]; the step reads its state leaving what every phase of its
+//! machine state leaves), and the phase that reads the document builds, in the value
+//! lent to it and so in the kept document, the fields it reads
+//! ([`crate::engine::unread::materialize_fields`]).
 
 use rhai::Dynamic;
 use std::cell::{Cell, Ref, RefCell};
@@ -147,22 +149,6 @@ impl Doc {
         Ok(found)
     }
 
-    /// Builds the fields of the document left unread, except those in `keep` (the fields
-    /// the phase about to read it leaves unread itself): a step reads its state once
-    /// leaving the pools unread, and parses them for the first phase that reads them.
-    /// Nothing to do for a lent document (a second read gets a whole copy).
-    pub fn materialize_except(&self, keep: &[String]) -> Result<(), String> {
-        if self.is_lent() {
-            return Ok(());
-        }
-        drop(self.value());
-        let mut slot = self.value.borrow_mut();
-        if let Some(mut map) = slot.write_lock::<rhai::Map>() {
-            crate::engine::unread::materialize_fields(&mut map, |k| keep.iter().any(|f| f == k))?;
-        }
-        Ok(())
-    }
-
     /// Whether this document's value is lent to a running phase.
     fn is_lent(&self) -> bool {
         matches!(self.home.get(), Home::Lent(_))
@@ -205,6 +191,17 @@ pub fn unread_for(schema: &str) -> Option<Vec<String>> {
     UNREAD.with(|u| u.borrow().get(schema).cloned())
 }
 
+/// The fields to leave unread in a document parsed now with `schema`: while documents
+/// are kept, those some phase leaves unread (the document serves later phases too);
+/// otherwise the running phase's own.
+pub fn unread_to_leave(schema: &str) -> Option<Vec<String>> {
+    if keeping() {
+        kept_unread_for(schema)
+    } else {
+        unread_for(schema)
+    }
+}
+
 /// Chooses, from a document's text, the fields to leave unread, each with the schema
 /// rule its scan builds a view for.
 pub type Leave<'r> =
@@ -213,7 +210,7 @@ pub type Leave<'r> =
 /// [`load`] of a JSON document, the top-level fields `unread` chooses left unread when
 /// it is parsed now, each scanned against its schema rule
 /// ([`crate::engine::unread::parse_json_leaving`]). A kept document may hold other
-/// fields unread, or these built: see [`Doc::materialize_except`].
+/// fields unread, or these built.
 pub fn load_leaving(path: &str, unread: &Leave) -> Result<Option<Rc<Doc>>, (bool, String)> {
     load_with(path, false, Some(unread))
 }
@@ -356,10 +353,7 @@ fn load_with(
             .map(|value| Rc::new(Doc::new(value))));
     }
     let text = Rc::new(crate::engine::sandbox::read_file(path)?);
-    let chosen = unread
-        .filter(|_| !yaml)
-        .map(|pick| pick(&text))
-        .unwrap_or_default();
+    let chosen = unread.map(|pick| pick(&text)).unwrap_or_default();
     let parsed = if chosen.is_empty() {
         crate::engine::sandbox::parse_text_dynamic(&text, yaml)?
     } else if text.trim().is_empty() {

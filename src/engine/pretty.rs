@@ -192,6 +192,19 @@ pub(crate) fn write_scalar(out: &mut String, value: &Dynamic) {
     let _ = write_value(out, value, None, &mut true);
 }
 
+/// The two-character escape serde_json writes for control character `b`, if it has one
+/// (the others are written `\u00xx`).
+pub(crate) fn short_escape(b: u8) -> Option<&'static str> {
+    match b {
+        b'\n' => Some("\\n"),
+        b'\r' => Some("\\r"),
+        b'\t' => Some("\\t"),
+        0x08 => Some("\\b"),
+        0x0c => Some("\\f"),
+        _ => None,
+    }
+}
+
 /// Appends `s` as a JSON string, escaped as serde_json escapes it.
 pub fn write_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -208,12 +221,7 @@ pub fn write_str(out: &mut String, s: &str) {
         let escape: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
+            0x00..=0x1f => short_escape(b).unwrap_or_default(),
             _ => continue,
         };
         out.push_str(&s[start..i]);

@@ -107,14 +107,13 @@ impl<'t> Canonical<'t> {
                         b'a'..=b'f' => Some(c - b'a' + 10),
                         _ => None,
                     };
-                    let short = [0x08, 0x09, 0x0a, 0x0c, 0x0d];
                     let low = hex(code[3])?;
                     let value = match &code[..3] {
                         b"000" => low,
                         b"001" => 16 + low,
                         _ => return None,
                     };
-                    if short.contains(&value) {
+                    if pretty::short_escape(value).is_some() {
                         return None;
                     }
                     i += 6;

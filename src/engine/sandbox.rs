@@ -641,12 +641,10 @@ pub fn load_leaving_by_schema(
     };
     let fields = &built.schema.table.fields;
     let pick = |text: &str| {
-        let chosen = unread(text).into_iter();
-        chosen
-            .map(|f| {
-                let rule = fields.get(&f);
-                (f, rule)
-            })
+        unread(text)
+            .into_iter()
+            .map(|f| (fields.get(&f), f))
+            .map(|(r, f)| (f, r))
             .collect()
     };
     crate::engine::doc_cache::load_leaving(path, &pick)
@@ -659,27 +657,12 @@ fn read_doc(
     yaml: bool,
     schema: &str,
 ) -> Map {
-    use crate::engine::doc_cache::{keeping, kept_unread_for, load, unread_for};
-    let phase_unread = unread_for(schema);
-    // A kept document serves the phases after this one: it leaves unread what any
-    // phase may leave, and builds here what this phase reads.
-    let leave = if keeping() {
-        kept_unread_for(schema)
-    } else {
-        phase_unread.clone()
-    };
-    let loaded = match leave {
+    use crate::engine::doc_cache::{load, unread_for, unread_to_leave};
+    let loaded = match unread_to_leave(schema) {
         Some(unread) if !yaml => {
             load_leaving_by_schema(ctx.engine(), shared, path, schema, &|_| unread.clone())
         }
         _ => load(path, yaml),
-    };
-    let loaded = match loaded {
-        Ok(Some(doc)) if keeping() => doc
-            .materialize_except(&phase_unread.unwrap_or_default())
-            .map(|()| Some(doc))
-            .map_err(|e| (true, e)),
-        other => other,
     };
     match loaded {
         Ok(None) => read_result(path, Ok((Dynamic::UNIT, true)), vec![]),
@@ -693,6 +676,18 @@ fn read_doc(
             };
             crate::engine::timing::mark("schema check");
             let mut value = doc.into_value();
+            // A kept document may hold unread fields this phase reads: built now, in the
+            // value lent to the phase (given back with them built, for later phases).
+            let phase_unread = unread_for(schema).unwrap_or_default();
+            let built = match value.write_lock::<Map>() {
+                Some(mut map) => crate::engine::unread::materialize_fields(&mut map, |k| {
+                    phase_unread.iter().any(|f| f == k)
+                }),
+                None => Ok(()),
+            };
+            if let Err(e) = built {
+                return read_result(path, Err((true, e)), vec![]);
+            }
             // Tagged only as read this time (a kept value may carry an earlier read's tag).
             let valid = !schema.is_empty() && issues.is_empty();
             value.set_tag(if valid { schema_tag(schema) } else { 0 });

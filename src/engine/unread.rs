@@ -12,9 +12,11 @@
 //! item fields the rule types as scalars, from what the scan built.
 //!
 //! A `metaopt agent` phase, with or without `--apply-state`, leaves its declared fields
-//! unread. A step reads its state once, leaving unread every field some phase declares
-//! unread; the first phase of the step that reads such a field has it parsed then
-//! ([`materialize_fields`]), in the kept document, for the phases after it.
+//! unread. A step reads its state once, leaving unread the fields every phase of its
+//! machine state declares unread (every field some phase declares, when the state
+//! cannot be told from the text); the first phase of the step that reads such a field
+//! has it parsed then ([`materialize_fields`]), in the kept document, for the phases
+//! after it.
 
 use crate::engine::doc::{MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level};
 use crate::machine::model::FieldRule;
@@ -31,7 +33,7 @@ pub struct Unread {
     text: Rc<String>,
     /// Where each top-level field's value is in `text`, found when first needed and
     /// shared by the document's unread fields.
-    ranges: Rc<FieldRanges>,
+    ranges: Rc<TextRanges>,
     /// What the field's schema rule looks at, built while the text was scanned.
     view: Dynamic,
     /// The rule `view` was built for (its address: rules live as long as the tables).
@@ -43,7 +45,7 @@ pub struct Unread {
 
 /// Where each top-level field's value is in a document's text (`None` inside: not
 /// found, or not an object), once looked for.
-type FieldRanges =
+type TextRanges =
     std::cell::OnceCell<Option<std::collections::HashMap<String, std::ops::Range<usize>>>>;
 
 impl std::fmt::Debug for Unread {
@@ -70,15 +72,15 @@ impl Unread {
         self.value().map(std::borrow::Cow::Owned)
     }
 
-    /// The value, parsed now from the document's text (to write it back, compare it or
-    /// change it). The text parsed when it was read, so this fails only on a bug; the
-    /// error then stops the write instead of putting anything else in the file.
+    /// The value, parsed now from the document's text (to compare it or change it, or
+    /// to write it back when its text cannot be printed again as it is). The text
+    /// parsed when it was read, so this fails only on a bug; the error then stops the
+    /// write instead of putting anything else in the file.
     pub fn value(&self) -> Result<Dynamic, String> {
-        parse_json_fields(&self.text, &[&self.name])
-            .ok()
-            .and_then(|doc| doc.try_cast::<Map>())
-            .and_then(|mut map| map.remove(&*self.name))
-            .ok_or_else(|| format!("field `{}` no longer parses from its text", self.name))
+        let mut parsed = parse_fields(&self.text, &[&self.name])?;
+        parsed
+            .remove(&*self.name)
+            .ok_or_else(|| no_longer_parses(&self.name))
     }
 
     /// Appends the field's value at `layout` as printing its parse would, from its text
@@ -149,8 +151,9 @@ pub fn may_be_unread(value: &Dynamic) -> bool {
 }
 
 /// The value of `value` when it is a field left unread, parsed now from its text;
-/// `None` for any other value. The one way the engine's walks over values (printing,
-/// conversion, nesting, changes in place) see through an unread field.
+/// `None` for any other value. The one way the engine's walks over values (conversion,
+/// comparison, nesting, changes in place) see through an unread field; printing writes
+/// it from its text instead ([`Unread::reprint`]).
 pub fn parsed(value: &Dynamic) -> Option<Result<Dynamic, String>> {
     if !may_be_unread(value) {
         return None;
@@ -186,19 +189,33 @@ pub fn materialize_fields(map: &mut Map, keep: impl Fn(&str) -> bool) -> Result<
             .into_iter()
             .partition(|(_, f)| Rc::ptr_eq(&f.text, &text));
         wanted = rest;
-        let names: Vec<&str> = same_text.iter().map(|(_, f)| &*f.name).collect();
-        let mut parsed = parse_json_fields(&text, &names)
-            .ok()
-            .and_then(|doc| doc.try_cast::<Map>())
-            .ok_or_else(|| format!("fields {names:?} no longer parse from their text"))?;
+        let mut names: Vec<&str> = same_text.iter().map(|(_, f)| &*f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        let parsed = parse_fields(&text, &names)?;
+        // (One field may sit at two keys: each gets its value.)
         for (key, field) in same_text {
             let value = parsed
-                .remove(&*field.name)
-                .ok_or_else(|| format!("field `{}` no longer parses from its text", field.name))?;
+                .get(&*field.name)
+                .cloned()
+                .ok_or_else(|| no_longer_parses(&field.name))?;
             map.insert(key.as_str().into(), value);
         }
     }
     Ok(())
+}
+
+/// The top-level fields `names` of a document's text, parsed.
+fn parse_fields(text: &str, names: &[&str]) -> Result<Map, String> {
+    parse_json_fields(text, names)
+        .ok()
+        .and_then(|doc| doc.try_cast::<Map>())
+        .ok_or_else(|| no_longer_parses(&names.join("`, `")))
+}
+
+/// The error of a field whose text parsed once and no longer does (a bug).
+fn no_longer_parses(name: &str) -> String {
+    format!("field `{name}` no longer parses from its text")
 }
 
 /// Parses a JSON text into a script value, leaving each top-level field named in
@@ -210,7 +227,7 @@ pub fn parse_json_leaving(
     text: &Rc<String>,
     unread: &[(&str, Option<&FieldRule>)],
 ) -> Result<Dynamic, serde_json::Error> {
-    let ranges = Rc::new(FieldRanges::new());
+    let ranges = Rc::new(TextRanges::new());
     parse_top_level(
         text.as_str(),
         Leaving {
@@ -227,7 +244,7 @@ static ANY: std::sync::LazyLock<FieldRule> = std::sync::LazyLock::new(FieldRule:
 /// The top-level fields: unread ones scanned, the others built.
 struct Leaving<'a> {
     text: &'a Rc<String>,
-    ranges: &'a Rc<FieldRanges>,
+    ranges: &'a Rc<TextRanges>,
     unread: &'a [(&'a str, Option<&'a FieldRule>)],
 }
 
@@ -507,6 +524,24 @@ mod tests {
         assert_eq!(to_json(&whole), to_json(&left));
         assert!(same(&whole, &left) && same(&left, &whole) && same(&left, &left));
         assert_eq!(issues(&machine, &left), Vec::<String>::new());
+    }
+
+    #[test]
+    fn materializing_builds_each_unread_field_but_those_kept_even_one_at_two_keys() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        let text = state_text(RICH, r#"[{"proposal_id": "n-1"}]"#);
+        let whole = parse_json(&text).expect("parses");
+        let mut left = leaving(&machine, &text).expect("parses");
+        let mut map = left.write_lock::<Map>().expect("a map");
+        let copy = map["next_proposals"].clone();
+        map.insert("next_copy".into(), copy);
+        materialize_fields(&mut map, |k| k == "current_proposals").expect("builds");
+        assert!(map["current_proposals"].is::<Unread>(), "kept unread");
+        for key in ["next_proposals", "next_copy"] {
+            assert!(!map[key].is::<Unread>(), "{key} built");
+            let want = whole.read_lock::<Map>().expect("a map")["next_proposals"].clone();
+            assert!(same(&map[key], &want), "{key}");
+        }
     }
 
     #[test]

@@ -149,16 +149,21 @@ fn value(state: &StepState) -> Option<std::cell::Ref<'_, Dynamic>> {
 /// Reads the state strictly; `Ok(None)` when there is none.
 pub fn read_state(machine: &Machine) -> Result<StepState, String> {
     let path = layout(machine, "state");
-    // Fields the step's governing phase leaves unread stay unread until a phase reads
-    // them; without a guess at the machine state, every field some phase leaves unread.
+    // Fields every phase of the state's machine state leaves unread stay unread until a
+    // phase reads them; without a guess at the machine state, every field some phase
+    // leaves unread.
     let schema = crate::engine::phase::STATE_SCHEMA;
     // (Outside a step, as for `metaopt status`, every field is built.)
     let keeping = crate::engine::doc_cache::keeping();
     let any_phase = crate::engine::doc_cache::kept_unread_for(schema).unwrap_or_default();
-    let unread = |text: &str| match machine_state_hint(text) {
-        _ if !keeping => vec![],
-        Some(current) => machine.unread_in_state(current, schema),
-        None => any_phase.clone(),
+    let unread = |text: &str| {
+        if !keeping {
+            return vec![];
+        }
+        match machine_state_hint(text) {
+            Some(current) => machine.unread_in_state(current, schema),
+            None => any_phase.clone(),
+        }
     };
     let sandbox = &machine.sandbox;
     let loaded = crate::engine::sandbox::load_leaving_by_schema(

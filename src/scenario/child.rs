@@ -180,7 +180,7 @@ fn run_one(
     let state_path = layout(machine, "state").to_string();
     let state_before = std::fs::read(&state_path).ok();
     // The action runs as its own process would: no document kept by an earlier scenario
-    // or the setup (a step's kept documents would also turn off `unread:`).
+    // or the setup.
     crate::engine::doc_cache::reset();
     let obs = act(machine, &scenario.action);
     if let Some(t) = trace_path {
