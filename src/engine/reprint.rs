@@ -192,31 +192,97 @@ impl<'t> Canonical<'t> {
 }
 
 /// Where the value of each top-level field of a JSON object text is (the last
-/// occurrence of a duplicate key, as a parse keeps it); `None` when the text is not
-/// one JSON object.
+/// occurrence of a duplicate key, as a parse keeps it); `None` when the text is not one
+/// JSON object. A byte scan for a text that parsed already (an unread field's
+/// document): strings are skipped to their closing quote and brackets counted, without
+/// going through a parser.
 pub fn top_level_ranges(text: &str) -> Option<HashMap<String, Range<usize>>> {
-    struct Ranges<'t>(&'t str);
-    impl<'de> Visitor<'de> for Ranges<'_> {
-        type Value = HashMap<String, Range<usize>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
+    let bytes = text.as_bytes();
+    let mut at = space(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = space(bytes, at + 1);
+    let mut out = HashMap::new();
+    if bytes.get(at) == Some(&b'}') {
+        return (space(bytes, at + 1) == bytes.len()).then_some(out);
+    }
+    loop {
+        if bytes.get(at) != Some(&b'"') {
+            return None;
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
-            let mut out = HashMap::new();
-            let base = self.0.as_ptr() as usize;
-            while let Some(key) = entries.next_key::<String>()? {
-                let raw: &'de serde_json::value::RawValue = entries.next_value()?;
-                let start = raw.get().as_ptr() as usize - base;
-                out.insert(key, start..start + raw.get().len());
-            }
-            Ok(out)
+        let key_end = string_end(bytes, at)?;
+        let key: String = serde_json::from_str(&text[at..key_end]).ok()?;
+        at = space(bytes, key_end);
+        if bytes.get(at) != Some(&b':') {
+            return None;
+        }
+        let start = space(bytes, at + 1);
+        let end = value_end(bytes, start)?;
+        out.insert(key, start..end);
+        at = space(bytes, end);
+        match bytes.get(at)? {
+            b',' => at = space(bytes, at + 1),
+            b'}' => return (space(bytes, at + 1) == bytes.len()).then_some(out),
+            _ => return None,
         }
     }
-    use serde::Deserializer as _;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let ranges = (&mut de).deserialize_map(Ranges(text)).ok()?;
-    de.end().ok()?;
-    Some(ranges)
+}
+
+/// The first position from `at` that is not JSON whitespace.
+fn space(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        at += 1;
+    }
+    at
+}
+
+/// The position after the string that starts (with its quote) at `at`.
+fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
+}
+
+/// The position after the value that starts at `at`.
+fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
+    match bytes.get(at)? {
+        b'"' => string_end(bytes, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match bytes.get(i)? {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let rest = &bytes[at..];
+            let len = rest
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(rest.len());
+            (len > 0).then_some(at + len)
+        }
+    }
 }
 
 /// Reads one value and writes it to `out` at `layout`.
@@ -451,6 +517,47 @@ mod tests {
             let mut out = String::from("kept");
             assert!(!reprint(&mut out, text, Some(0)), "{text}");
             assert_eq!(out, "kept");
+        }
+    }
+
+    /// [`top_level_ranges`] through serde_json's own reader: the oracle of the scan.
+    fn ranges_by_parser(text: &str) -> Option<HashMap<String, Range<usize>>> {
+        struct Ranges<'t>(&'t str);
+        impl<'de> Visitor<'de> for Ranges<'_> {
+            type Value = HashMap<String, Range<usize>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut out = HashMap::new();
+                let base = self.0.as_ptr() as usize;
+                while let Some(key) = entries.next_key::<String>()? {
+                    let raw: &'de serde_json::value::RawValue = entries.next_value()?;
+                    let start = raw.get().as_ptr() as usize - base;
+                    out.insert(key, start..start + raw.get().len());
+                }
+                Ok(out)
+            }
+        }
+        use serde::Deserializer as _;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let ranges = (&mut de).deserialize_map(Ranges(text)).ok()?;
+        de.end().ok()?;
+        Some(ranges)
+    }
+
+    proptest! {
+        #[test]
+        fn the_scan_finds_the_ranges_the_parser_finds(v in json_values()) {
+            let object = serde_json::json!({"a": v, "b\\\"": [v.clone(), {"x": v}], "a ": 1});
+            for text in [
+                serde_json::to_string(&object).unwrap(),
+                serde_json::to_string_pretty(&object).unwrap(),
+                format!(" \n{}\t ", serde_json::to_string_pretty(&object).unwrap()),
+                serde_json::to_string(&v).unwrap(),
+            ] {
+                prop_assert_eq!(top_level_ranges(&text), ranges_by_parser(&text));
+            }
         }
     }
 
