@@ -644,3 +644,24 @@ fn persist_state(
     *state = Some(crate::engine::doc_cache::keep_written(path, printed, value));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::machine_state_hint;
+
+    #[test]
+    fn the_machine_state_is_found_only_at_a_top_level_key_of_our_layout() {
+        let pretty = "{\n  \"baseline\": {\n    \"machine_state\": \"X\"\n  },\n  \"machine_state\": \"LAUNCH_SWEEP\",\n  \"status\": \"RUNNING\"\n}\n";
+        // (The nested key is deeper: not a match.)
+        assert_eq!(machine_state_hint(pretty), Some("LAUNCH_SWEEP"));
+        for text in [
+            r#"{"machine_state": "LAUNCH_SWEEP"}"#,
+            "{\n  \"machine_state\": \"A\",\n  \"machine_state\": \"B\"\n}",
+            "{\n  \"machine_state\": 3\n}",
+            "{\n  \"machine_state\": \"unterminated",
+            "",
+        ] {
+            assert_eq!(machine_state_hint(text), None, "{text}");
+        }
+    }
+}

@@ -1155,4 +1155,32 @@ mod lazy_tests {
         );
         assert!(rules[0].body(&m, phase).is_ok(), "the other bodies compile");
     }
+
+    #[test]
+    fn the_fields_a_step_leaves_unread_are_those_every_phase_of_the_state_leaves() {
+        let m = Machine::load(None).expect("embedded tables load");
+        let pools = vec![
+            "current_proposals".to_string(),
+            "next_proposals".to_string(),
+        ];
+        assert_eq!(m.unread_in_state("LAUNCH_SWEEP", "state"), pools);
+        // Both select-design phases leave only the next pool.
+        assert_eq!(
+            m.unread_in_state("SELECT_AND_DESIGN_SWEEP", "state"),
+            vec!["next_proposals".to_string()]
+        );
+        // The gate merges results into the pools; unknown states and schemas leave nothing.
+        for (state, schema) in [
+            ("WAIT_FOR_PROPOSALS", "state"),
+            ("NO_SUCH_STATE", "state"),
+            ("LAUNCH_SWEEP", "campaign"),
+        ] {
+            assert!(
+                m.unread_in_state(state, schema).is_empty(),
+                "{state} {schema}"
+            );
+        }
+        let any = m.unread_by_any_phase();
+        assert_eq!(any.get("state"), Some(&pools));
+    }
 }
