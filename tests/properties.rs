@@ -164,3 +164,31 @@ proptest! {
         }
     }
 }
+
+/// What a step leaves unread when it reads the state: the fields every phase of the
+/// machine state leaves unread (`Machine::unread_in_state`).
+#[test]
+fn a_step_leaves_unread_what_every_phase_of_its_state_leaves_unread() {
+    let m = Machine::load(None).expect("embedded tables load");
+    let pools = vec![
+        "current_proposals".to_string(),
+        "next_proposals".to_string(),
+    ];
+    assert_eq!(m.unread_in_state("LAUNCH_SWEEP", "state"), pools);
+    // Both select-design phases leave only the next pool.
+    assert_eq!(
+        m.unread_in_state("SELECT_AND_DESIGN_SWEEP", "state"),
+        vec!["next_proposals".to_string()]
+    );
+    // The gate merges results into the pools; unknown states and schemas leave nothing.
+    for (state, schema) in [
+        ("WAIT_FOR_PROPOSALS", "state"),
+        ("NO_SUCH_STATE", "state"),
+        ("LAUNCH_SWEEP", "campaign"),
+    ] {
+        assert!(
+            m.unread_in_state(state, schema).is_empty(),
+            "{state} {schema}"
+        );
+    }
+}

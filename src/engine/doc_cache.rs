@@ -20,13 +20,11 @@
 //! state a step writes is kept with the text written ([`keep_written`]), so the phases
 //! after it in the same step do not parse it.
 //!
-//! The running phase's `unread:` column lives here too ([`leave_unread`]) because
-//! what it does depends on keeping ([`unread_to_leave`]): a process that keeps no
-//! documents leaves the declared fields unread ([`load_leaving`]); a step, whose kept
-//! documents serve later phases, leaves unread what other phases may leave
-//! ([`keep_documents`]; the step reads its state leaving what every phase of its
-//! machine state leaves), and the phase that reads the document builds, in the value
-//! lent to it and so in the kept document, the fields it reads
+//! The running phase's `unread:` column lives here too ([`leave_unread`]): a document
+//! parsed for a phase leaves the declared fields unread ([`load_leaving`]). A kept
+//! document may hold fields unread that a later phase of the step reads (the step reads
+//! its state leaving what every phase of its machine state leaves): that phase builds
+//! them in the value lent to it, and so in the kept document
 //! ([`crate::engine::unread::materialize_fields`]).
 
 use rhai::Dynamic;
@@ -167,9 +165,6 @@ thread_local! {
     static LENT: RefCell<Vec<Rc<Doc>>> = const { RefCell::new(Vec::new()) };
     /// A phase is running: kept documents it reads are lent to it.
     static LENDING: Cell<bool> = const { Cell::new(false) };
-    /// While documents are kept: per schema, the fields some phase leaves unread.
-    static UNREAD_BY_ANY: RefCell<indexmap::IndexMap<String, Vec<String>>> =
-        RefCell::new(indexmap::IndexMap::new());
     /// The running phase's `unread:` column.
     static UNREAD: RefCell<indexmap::IndexMap<String, Vec<String>>> =
         RefCell::new(indexmap::IndexMap::new());
@@ -191,17 +186,6 @@ pub fn unread_for(schema: &str) -> Option<Vec<String>> {
     UNREAD.with(|u| u.borrow().get(schema).cloned())
 }
 
-/// The fields to leave unread in a document parsed now with `schema`: while documents
-/// are kept, those some phase leaves unread (the document serves later phases too);
-/// otherwise the running phase's own.
-pub fn unread_to_leave(schema: &str) -> Option<Vec<String>> {
-    if keeping() {
-        kept_unread_for(schema)
-    } else {
-        unread_for(schema)
-    }
-}
-
 /// Chooses, from a document's text, the fields to leave unread, each with the schema
 /// rule its scan builds a view for.
 pub type Leave<'r> =
@@ -220,24 +204,15 @@ pub fn lent_any() -> bool {
     LENT.with(|l| !l.borrow().is_empty())
 }
 
-/// From now on, parsed documents are kept for the rest of the process; a JSON
-/// document read with a schema in `unread` is parsed leaving the fields listed there
-/// unread, until a phase reads them (see [`Doc::materialize_except`]).
-pub fn keep_documents(unread: indexmap::IndexMap<String, Vec<String>>) {
+/// From now on, parsed documents are kept for the rest of the process.
+pub fn keep_documents() {
     KEEP.with(|k| k.set(true));
-    UNREAD_BY_ANY.with(|u| u.replace(unread));
-}
-
-/// The fields a kept document read with `schema` is parsed leaving unread.
-pub fn kept_unread_for(schema: &str) -> Option<Vec<String>> {
-    UNREAD_BY_ANY.with(|u| u.borrow().get(schema).cloned())
 }
 
 /// Forgets every kept document and stops keeping: the process starts afresh (the
 /// scenario runner runs each scenario as its own process would).
 pub fn reset() {
     KEEP.with(|k| k.set(false));
-    UNREAD_BY_ANY.with(|u| u.borrow_mut().clear());
     CACHE.with(|c| c.borrow_mut().clear());
 }
 
@@ -435,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_kept_document_is_used_only_for_the_same_text() {
-        keep_documents(Default::default());
+        keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
         let path_text = &file(&dir, "doc.json", r#"{"n": 1}"#);
         let path = std::path::Path::new(path_text);
@@ -455,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_its_smallest_document_first() {
-        keep_documents(Default::default());
+        keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
         let big_text = &file(
             &dir,
@@ -477,7 +452,7 @@ mod tests {
 
     #[test]
     fn a_lent_document_comes_back_or_is_parsed_again() {
-        keep_documents(Default::default());
+        keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = &file(&dir, "state.json", r#"{"n": 1, "list": [1, 2]}"#);
         let doc = load(path, false).unwrap().unwrap();
@@ -507,7 +482,7 @@ mod tests {
 
     #[test]
     fn a_document_changed_in_place_is_refused_in_debug_builds() {
-        keep_documents(Default::default());
+        keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = &file(&dir, "state.json", r#"{"n": 1}"#);
         let doc = load(path, false).unwrap().unwrap();
@@ -525,7 +500,7 @@ mod tests {
 
     #[test]
     fn a_written_document_is_kept_for_its_text() {
-        keep_documents(Default::default());
+        keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
         let text = "{\n  \"n\": 3\n}\n";
         let path = &file(&dir, "state.json", text);
@@ -542,7 +517,7 @@ mod tests {
 
     #[test]
     fn a_kept_text_over_the_read_cap_is_refused_as_the_file_would_be() {
-        keep_documents(Default::default());
+        keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
         let cap = crate::workspace::fsio::MAX_READ_BYTES as usize;
         let text = format!("{{\"pad\": \"{}\"}}\n", "x".repeat(cap));
@@ -558,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_written_value_the_text_does_not_give_back_is_read_from_the_text() {
-        keep_documents(Default::default());
+        keep_documents();
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut value = crate::engine::doc::parse_json(r#"{"x": 1.5}"#).unwrap();
         value

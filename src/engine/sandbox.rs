@@ -641,10 +641,10 @@ pub fn load_leaving_by_schema(
     };
     let fields = &built.schema.table.fields;
     let pick = |text: &str| {
-        unread(text)
-            .into_iter()
+        let chosen = unread(text).into_iter();
+        chosen
             .map(|f| (fields.get(&f), f))
-            .map(|(r, f)| (f, r))
+            .map(|(rule, f)| (f, rule))
             .collect()
     };
     crate::engine::doc_cache::load_leaving(path, &pick)
@@ -657,8 +657,8 @@ fn read_doc(
     yaml: bool,
     schema: &str,
 ) -> Map {
-    use crate::engine::doc_cache::{load, unread_for, unread_to_leave};
-    let loaded = match unread_to_leave(schema) {
+    use crate::engine::doc_cache::{load, unread_for};
+    let loaded = match unread_for(schema) {
         Some(unread) if !yaml => {
             load_leaving_by_schema(ctx.engine(), shared, path, schema, &|_| unread.clone())
         }

@@ -13,8 +13,8 @@
 //!
 //! A `metaopt agent` phase, with or without `--apply-state`, leaves its declared fields
 //! unread. A step reads its state once, leaving unread the fields every phase of its
-//! machine state declares unread (every field some phase declares, when the state
-//! cannot be told from the text); the first phase of the step that reads such a field
+//! machine state declares unread (none, when the state cannot be told from the
+//! text); the first phase of the step that reads such a field
 //! has it parsed then ([`materialize_fields`]), in the kept document, for the phases
 //! after it.
 

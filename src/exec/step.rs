@@ -149,21 +149,14 @@ fn value(state: &StepState) -> Option<std::cell::Ref<'_, Dynamic>> {
 /// Reads the state strictly; `Ok(None)` when there is none.
 pub fn read_state(machine: &Machine) -> Result<StepState, String> {
     let path = layout(machine, "state");
-    // Fields every phase of the state's machine state leaves unread stay unread until a
-    // phase reads them; without a guess at the machine state, every field some phase
-    // leaves unread.
+    // In a step, fields every phase of the state's machine state leaves unread stay
+    // unread until a phase reads them. Without a guess at the machine state, and
+    // outside a step (as for `metaopt status`), every field is built.
     let schema = crate::engine::phase::STATE_SCHEMA;
-    // (Outside a step, as for `metaopt status`, every field is built.)
     let keeping = crate::engine::doc_cache::keeping();
-    let any_phase = crate::engine::doc_cache::kept_unread_for(schema).unwrap_or_default();
-    let unread = |text: &str| {
-        if !keeping {
-            return vec![];
-        }
-        match machine_state_hint(text) {
-            Some(current) => machine.unread_in_state(current, schema),
-            None => any_phase.clone(),
-        }
+    let unread = |text: &str| match machine_state_hint(text) {
+        Some(current) if keeping => machine.unread_in_state(current, schema),
+        _ => vec![],
     };
     let sandbox = &machine.sandbox;
     let loaded = crate::engine::sandbox::load_leaving_by_schema(
@@ -212,7 +205,7 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     let lock_path = Path::new(layout(machine, "state")).with_file_name("lock");
     let _lock = ProjectLock::acquire(&lock_path)?;
     // A step reads the state in up to four phases: parse it once.
-    crate::engine::doc_cache::keep_documents(machine.unread_by_any_phase());
+    crate::engine::doc_cache::keep_documents();
     crate::engine::timing::mark("step start");
     let mut state = read_state(machine)?;
     crate::engine::timing::mark("read state");
@@ -651,11 +644,11 @@ mod tests {
 
     #[test]
     fn the_machine_state_is_found_only_at_a_top_level_key_of_our_layout() {
-        let pretty = "{\n  \"baseline\": {\n    \"machine_state\": \"X\"\n  },\n  \"machine_state\": \"LAUNCH_SWEEP\",\n  \"status\": \"RUNNING\"\n}\n";
+        let pretty = "{\n  \"baseline\": {\n    \"machine_state\": \"X\"\n  },\n  \"machine_state\": \"S\",\n  \"status\": \"RUNNING\"\n}\n";
         // (The nested key is deeper: not a match.)
-        assert_eq!(machine_state_hint(pretty), Some("LAUNCH_SWEEP"));
+        assert_eq!(machine_state_hint(pretty), Some("S"));
         for text in [
-            r#"{"machine_state": "LAUNCH_SWEEP"}"#,
+            r#"{"machine_state": "S"}"#,
             "{\n  \"machine_state\": \"A\",\n  \"machine_state\": \"B\"\n}",
             "{\n  \"machine_state\": 3\n}",
             "{\n  \"machine_state\": \"unterminated",

@@ -631,24 +631,6 @@ impl Machine {
         self.agents.values().filter_map(|slot| slot.agent(self))
     }
 
-    /// Per schema, the top-level fields some phase leaves unread (`unread:` columns): a
-    /// step reads its documents leaving these unread, and builds them for the first
-    /// phase that reads them (see [`crate::engine::doc_cache::Doc::materialize_except`]).
-    pub fn unread_by_any_phase(&self) -> IndexMap<String, Vec<String>> {
-        let mut out: IndexMap<String, Vec<String>> = IndexMap::new();
-        for phase in self.agents().flat_map(|a| a.phases.values()) {
-            for (schema, fields) in &phase.def.unread {
-                let known = out.entry(schema.clone()).or_default();
-                for field in fields {
-                    if !known.contains(field) {
-                        known.push(field.clone());
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// The top-level fields of documents read with `schema` that every phase of machine
     /// state `state` leaves unread (empty: a state without phases, or unknown).
     pub fn unread_in_state(&self, state: &str, schema: &str) -> Vec<String> {
@@ -1154,33 +1136,5 @@ mod lazy_tests {
             "{errors:?}"
         );
         assert!(rules[0].body(&m, phase).is_ok(), "the other bodies compile");
-    }
-
-    #[test]
-    fn the_fields_a_step_leaves_unread_are_those_every_phase_of_the_state_leaves() {
-        let m = Machine::load(None).expect("embedded tables load");
-        let pools = vec![
-            "current_proposals".to_string(),
-            "next_proposals".to_string(),
-        ];
-        assert_eq!(m.unread_in_state("LAUNCH_SWEEP", "state"), pools);
-        // Both select-design phases leave only the next pool.
-        assert_eq!(
-            m.unread_in_state("SELECT_AND_DESIGN_SWEEP", "state"),
-            vec!["next_proposals".to_string()]
-        );
-        // The gate merges results into the pools; unknown states and schemas leave nothing.
-        for (state, schema) in [
-            ("WAIT_FOR_PROPOSALS", "state"),
-            ("NO_SUCH_STATE", "state"),
-            ("LAUNCH_SWEEP", "campaign"),
-        ] {
-            assert!(
-                m.unread_in_state(state, schema).is_empty(),
-                "{state} {schema}"
-            );
-        }
-        let any = m.unread_by_any_phase();
-        assert_eq!(any.get("state"), Some(&pools));
     }
 }
