@@ -413,7 +413,10 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
     }
     assert!(stripped_tables >= 4, "the tables declare unread fields");
     let remote = "metaopt-remote-execution-control";
+    let background = "metaopt-background-control";
+    // (The first merge finds empty pools: appended to `[]`; the second, full ones.)
     let cases = [
+        ("WAIT_FOR_PROPOSALS", background, "gate_background_work"),
         (
             "SELECT_AND_DESIGN_SWEEP",
             "metaopt-hydrate-state",
@@ -433,15 +436,18 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
         ("LAUNCH_SWEEP", remote, "plan_launch"),
         ("WAIT_FOR_SWEEP", remote, "poll_sweep"),
         ("ANALYZE", remote, "analyze"),
+        ("WAIT_FOR_PROPOSALS", background, "gate_background_work"),
     ];
-    for (state, agent, mode) in cases {
+    for (i, (state, agent, mode)) in cases.into_iter().enumerate() {
         let turn = p.sim_until(state, 80);
         assert_eq!(turn["machine_state"], state, "{turn}");
-        assert!(
-            p.state()["current_proposals"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty()),
-            "the pools hold proposals"
+        let pooled = p.state()["current_proposals"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        assert_eq!(
+            pooled,
+            i > 0,
+            "{state}: the pools hold proposals after the first merge"
         );
         // A phase leaves the fields unread with or without --apply-state (written back,
         // they are printed from their text), and so does a step whose governing phase
@@ -455,7 +461,15 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
             r#""current_proposals":[{"zz":"caf\u00e9 \/","#,
             1,
         );
-        assert!(one_line.contains("zz"), "a proposal to rewrite");
+        assert_eq!(one_line.contains("zz"), pooled, "a proposal to rewrite");
+        if mode == "gate_background_work" {
+            let results = std::fs::read_dir(p.path(".ml-metaopt/worker-results"))
+                .expect("worker results")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("bg-"))
+                .count();
+            assert!(results > 0, "{state}: ideation results to merge");
+        }
         let runs: [&[&str]; 5] = [
             &["agent", "metaopt-orchestrator", "--mode", "gate"],
             &["agent", agent, "--mode", mode],

@@ -413,9 +413,11 @@ pub fn nesting(value: &Dynamic, limit: usize) -> usize {
                 .map(|c| walk(c, depth + 1, limit))
                 .fold(depth + 1, usize::max);
         }
-        if let Some(parsed) = unread::parsed(v) {
-            // Measured on the value (a field moved deeper may pass the limit).
-            return parsed.map_or(depth, |value| walk(&value, depth, limit));
+        if may_be_unread(v)
+            && let Some(field) = v.read_lock::<Unread>()
+        {
+            // Measured on its text (a field moved deeper may pass the limit).
+            return depth + field.nesting(limit);
         }
         depth
     }

@@ -136,6 +136,14 @@ pub fn diff_keys(old: &Map, new: &Dynamic, keys: &[String], skip: &[&str]) -> Pa
     patch
 }
 
+/// Whether `value` is a field left unread that is not a list (it may hold a map).
+fn unread_other_than_list(value: &Dynamic) -> bool {
+    crate::engine::unread::may_be_unread(value)
+        && value
+            .read_lock::<crate::engine::unread::Unread>()
+            .is_some_and(|field| !field.is_list())
+}
+
 /// Diffs two maps into `out`; with `named`, a value replaced whole is named there
 /// instead of converted (the top level of a [`Patch`]).
 fn diff_maps(
@@ -183,11 +191,9 @@ fn diff_entry(
             }
         }
         // A map stays in the JSON patch: its keys are paths the ownership check walks
-        // (and so does a field left unread, which may hold one).
+        // (and so does a field left unread that may hold one: not a list).
         (_, Some(n)) => match named {
-            Some(named) if !n.is_map() && !crate::engine::unread::may_be_unread(n) => {
-                named.push(key.to_string())
-            }
+            Some(named) if !n.is_map() && !unread_other_than_list(n) => named.push(key.to_string()),
             _ => {
                 out.insert(key.to_string(), to_json(n));
             }

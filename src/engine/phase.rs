@@ -768,7 +768,22 @@ fn append_at(target: &mut Dynamic, path: &[String], items: rhai::Array) -> Resul
 
 /// Appends `items` to the list at `path` of `target` (a missing or null value is an
 /// empty list; maps on the way are created).
-fn append_path(target: &mut Dynamic, path: &[String], items: rhai::Array) -> Result<(), String> {
+pub(crate) fn append_path(
+    target: &mut Dynamic,
+    path: &[String],
+    mut items: rhai::Array,
+) -> Result<(), String> {
+    // A list left unread grows without being read: its items are printed after its text.
+    if path.is_empty()
+        && crate::engine::unread::may_be_unread(target)
+        && let Some(grown) = target
+            .read_lock::<crate::engine::unread::Unread>()
+            .filter(|list| list.is_list())
+            .map(|list| list.appending(std::mem::take(&mut items)))
+    {
+        *target = Dynamic::from(grown);
+        return Ok(());
+    }
     crate::engine::unread::materialize(target)?;
     let Some((first, rest)) = path.split_first() else {
         if target.is_unit() {
@@ -985,6 +1000,7 @@ mod unread_tests {
             .expect("unread")
             .view_for(&rule)
             .expect("parses")
+            .0
             .into_owned();
         assert!(crate::engine::doc::to_json(&view)["sweep_id"].is_string());
         assert_eq!(

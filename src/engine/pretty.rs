@@ -112,7 +112,8 @@ fn write_map(
     Ok(())
 }
 
-fn write_value(
+/// Writes `value` at `layout`; `faithful` turns false when it will not read back as it is.
+pub(crate) fn write_value(
     out: &mut String,
     value: &Dynamic,
     layout: Layout,
@@ -163,7 +164,7 @@ fn write_value(
         && let Some(field) = value.read_lock::<unread::Unread>()
     {
         // Its text printed again, not parsed (see `reprint`); parsed when that gives up.
-        if field.reprint(out, layout) {
+        if field.reprint(out, layout, faithful) {
             return Ok(());
         }
         return write_value(out, &field.value()?, layout, faithful);

@@ -697,6 +697,25 @@ fn read_doc(
     }
 }
 
+/// The largest number after `prefix` in the text of an item's `field` (0 for none).
+fn max_suffix_of(items: &Array, field: &str, prefix: &str) -> i64 {
+    items
+        .iter()
+        .filter_map(|item| field_text(item, field))
+        .filter_map(|v| suffix_number(&v, prefix))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The string values of `item[field]` as the keys of a map (a set).
+fn string_set_of(items: &Array, field: &str) -> Map {
+    let mut set = Map::new();
+    for s in items.iter().filter_map(|item| field_string(item, field)) {
+        set.insert(s.as_str().into(), Dynamic::TRUE);
+    }
+    set
+}
+
 /// The text of each item's `field` (empty when it has none), joined by `sep`.
 pub fn join_field(items: &Array, field: &str, sep: &str) -> String {
     items
@@ -729,6 +748,22 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
         "join_field",
         |u: &mut Unread, field: &str, sep: &str| -> Result<String, Box<EvalAltResult>> {
             u.join_field(field, sep).map_err(err)
+        },
+    );
+    // The primitives that read one field of each item: on that field alone (an item
+    // reduced to it answers as the whole item does).
+    engine.register_fn(
+        "string_set",
+        |u: &mut Unread, field: &str| -> Result<Map, Box<EvalAltResult>> {
+            let items = u.item_field(field).map_err(err)?;
+            Ok(string_set_of(&items, field))
+        },
+    );
+    engine.register_fn(
+        "max_suffix",
+        |u: &mut Unread, field: &str, prefix: &str| -> Result<i64, Box<EvalAltResult>> {
+            let items = u.item_field(field).map_err(err)?;
+            Ok(max_suffix_of(&items, field, prefix))
         },
     );
     for name in ["to_string", "to_debug"] {
@@ -852,12 +887,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     engine.register_fn(
         "max_suffix",
         |items: &mut Array, field: &str, prefix: &str| -> i64 {
-            items
-                .iter()
-                .filter_map(|item| field_text(item, field))
-                .filter_map(|v| suffix_number(&v, prefix))
-                .max()
-                .unwrap_or(0)
+            max_suffix_of(items, field, prefix)
         },
     );
     engine.register_fn("max_suffix", |items: &mut Array, prefix: &str| -> i64 {
@@ -883,11 +913,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     engine.register_fn("is_array", |v: &mut Dynamic| v.is_array());
     // The string values of `item[field]` as the keys of a map (a set; `contains` is a lookup).
     engine.register_fn("string_set", |items: &mut Array, field: &str| -> Map {
-        let mut set = Map::new();
-        for s in items.iter().filter_map(|item| field_string(item, field)) {
-            set.insert(s.as_str().into(), Dynamic::TRUE);
-        }
-        set
+        string_set_of(items, field)
     });
     // True when a map item holds `value` at `field` (reads the list in place).
     engine.register_fn(

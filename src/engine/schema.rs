@@ -108,7 +108,18 @@ impl CompiledSchema {
         {
             // Checked as the rule sees it, without building the rest.
             match unread.view_for(rule) {
-                Ok(view) => self.check_value(path, rule, &view, issues),
+                Ok((view, appended)) => {
+                    self.check_value(path, rule, &view, issues);
+                    let read = view
+                        .read_lock::<rhai::Array>()
+                        .map_or(0, |items| items.len());
+                    if let Some(item_rule) = &rule.items {
+                        for (i, item) in appended.iter().enumerate() {
+                            let at = Path::Index(path, read + i);
+                            self.check_value(&at, item_rule, item, issues);
+                        }
+                    }
+                }
                 Err(e) => issues.push(format!("{path}: {e}")),
             }
             return;

@@ -35,12 +35,16 @@ pub struct Unread {
     /// shared by the document's unread fields.
     ranges: Rc<TextRanges>,
     /// What the field's schema rule looks at, built while the text was scanned.
-    view: Dynamic,
+    /// (Shared: an unread field is cloned wherever a script passes it on.)
+    view: Rc<Dynamic>,
     /// The rule `view` was built for (its address: rules live as long as the tables).
     rule: usize,
     /// The item fields whose values `view` holds exactly, when it holds every item of a
     /// list (see [`Unread::item_count`], [`Unread::join_field`]); `None` otherwise.
     outline: Option<Rc<[String]>>,
+    /// Items appended to the list since it was read (`append:` of a rule), built: the
+    /// field's value is the text's items, then these.
+    appended: Rc<Array>,
 }
 
 /// Where each top-level field's value is in a document's text (`None` inside: not
@@ -61,15 +65,25 @@ impl std::fmt::Debug for Unread {
 }
 
 impl Unread {
-    /// What `rule` needs to see of the field (see [`Checked`]): checking it gives the
-    /// issues checking the whole value would. The view built while scanning when `rule`
-    /// is the rule it was built for (the field where it was read), else the whole value
-    /// (the field was moved elsewhere in the document).
-    pub fn view_for(&self, rule: &FieldRule) -> Result<std::borrow::Cow<'_, Dynamic>, String> {
-        if std::ptr::from_ref(rule) as usize == self.rule {
-            return Ok(std::borrow::Cow::Borrowed(&self.view));
+    /// What `rule` needs to see of the field (see [`Checked`]): checking it, then its
+    /// appended items (returned apart, each an item of the list after the view's), gives
+    /// the issues checking the whole value would. The view built while scanning when
+    /// `rule` is the rule it was built for (the field where it was read), else the whole
+    /// value (the field was moved elsewhere in the document).
+    pub fn view_for(
+        &self,
+        rule: &FieldRule,
+    ) -> Result<(std::borrow::Cow<'_, Dynamic>, &[Dynamic]), String> {
+        if std::ptr::from_ref(rule) as usize != self.rule {
+            return Ok((std::borrow::Cow::Owned(self.value()?), &[]));
         }
-        self.value().map(std::borrow::Cow::Owned)
+        // A rule that looks at the list as a whole sees it whole, appended items included;
+        // any other looks at each item alone.
+        if !self.appended.is_empty() && Checked(rule).whole() {
+            let whole = self.with_appended_items((*self.view).clone());
+            return Ok((std::borrow::Cow::Owned(whole), &[]));
+        }
+        Ok((std::borrow::Cow::Borrowed(&*self.view), &self.appended))
     }
 
     /// The value, parsed now from the document's text (to compare it or change it, or
@@ -78,37 +92,123 @@ impl Unread {
     /// write instead of putting anything else in the file.
     pub fn value(&self) -> Result<Dynamic, String> {
         let mut parsed = parse_fields(&self.text, &[&self.name])?;
-        parsed
+        let value = parsed
             .remove(&*self.name)
-            .ok_or_else(|| no_longer_parses(&self.name))
+            .ok_or_else(|| no_longer_parses(&self.name))?;
+        Ok(self.with_appended_items(value))
+    }
+
+    /// `parsed` (the text's value) with the appended items added.
+    fn with_appended_items(&self, mut parsed: Dynamic) -> Dynamic {
+        if !self.appended.is_empty()
+            && let Some(mut items) = parsed.write_lock::<Array>()
+        {
+            items.extend(self.appended.iter().cloned());
+        }
+        parsed
+    }
+
+    /// Whether the field holds a list (its view is one: a scan keeps the kind).
+    pub fn is_list(&self) -> bool {
+        self.view.is_array()
+    }
+
+    /// The field with `items` appended (as `append:` appends to a list), still unread.
+    pub fn appending(&self, items: Array) -> Unread {
+        let mut out = self.clone();
+        Rc::make_mut(&mut out.appended).extend(items);
+        out
+    }
+
+    /// How deeply arrays and objects nest in the value (as [`crate::engine::doc::nesting`]
+    /// measures a built value), from the text and the appended items.
+    pub fn nesting(&self, limit: usize) -> usize {
+        let text = match self.range() {
+            Some(r) => crate::engine::reprint::max_depth(&self.text[r]),
+            None => self
+                .value()
+                .map_or(0, |v| crate::engine::doc::nesting(&v, limit)),
+        };
+        let appended = self
+            .appended
+            .iter()
+            .map(|item| crate::engine::doc::nesting(item, limit) + 1)
+            .max()
+            .unwrap_or(0);
+        text.max(appended)
+    }
+
+    /// Where the field's value is in the text.
+    fn range(&self) -> Option<std::ops::Range<usize>> {
+        self.ranges
+            .get_or_init(|| crate::engine::reprint::top_level_ranges(&self.text))
+            .as_ref()
+            .and_then(|r| r.get(&*self.name))
+            .cloned()
     }
 
     /// Appends the field's value at `layout` as printing its parse would, from its text
     /// (see [`crate::engine::reprint`]); `false`, with `out` untouched, when the text
     /// cannot be printed that way (the caller parses it).
-    pub fn reprint(&self, out: &mut String, layout: crate::engine::pretty::Layout) -> bool {
-        let ranges = self
-            .ranges
-            .get_or_init(|| crate::engine::reprint::top_level_ranges(&self.text));
-        let Some(range) = ranges.as_ref().and_then(|r| r.get(&*self.name)) else {
+    pub fn reprint(
+        &self,
+        out: &mut String,
+        layout: crate::engine::pretty::Layout,
+        faithful: &mut bool,
+    ) -> bool {
+        let Some(range) = self.range() else {
             return false;
         };
-        let text = &self.text[range.clone()];
+        let text = &self.text[range];
+        let start = out.len();
         // A file we wrote holds the field as it is printed here: copied, not read again.
-        if let Some(depth) = layout
+        let printed = if let Some(depth) = layout
             && crate::engine::reprint::is_canonical(text, depth)
         {
             out.push_str(text);
-            return true;
+            true
+        } else {
+            crate::engine::reprint::reprint(out, text, layout)
+        };
+        if !printed || self.appended.is_empty() {
+            return printed;
         }
-        crate::engine::reprint::reprint(out, text, layout)
+        // The appended items, printed as a list is, take the place of the closing bracket
+        // (`[a]` + `[b]` is `[a,b]` in either layout; `[]` + `[b]` is `[b]`).
+        let mut tail = String::from("[");
+        for (i, item) in self.appended.iter().enumerate() {
+            crate::engine::pretty::open_entry(&mut tail, i == 0, layout);
+            let deeper = crate::engine::pretty::deeper(layout);
+            if crate::engine::pretty::write_value(&mut tail, item, deeper, faithful).is_err() {
+                out.truncate(start);
+                return false;
+            }
+        }
+        crate::engine::pretty::close(&mut tail, ']', layout);
+        // What closes a non-empty list at `layout` (see `pretty::close`).
+        let close = match layout {
+            Some(depth) => format!("\n{}]", "  ".repeat(depth)),
+            None => "]".to_string(),
+        };
+        if out[start..] == *"[]" {
+            out.truncate(start);
+            out.push_str(&tail);
+        } else if out[start..].ends_with(&close) {
+            out.truncate(out.len() - close.len());
+            out.push(',');
+            out.push_str(&tail[1..]);
+        } else {
+            out.truncate(start);
+            return false;
+        }
+        true
     }
 
     /// The number of items, when the field is a list whose schema rule checks each item
     /// (its scan then kept one entry per item).
     pub fn item_count(&self) -> Result<rhai::INT, String> {
         match (&self.outline, self.view.read_lock::<Array>()) {
-            (Some(_), Some(items)) => Ok(items.len() as rhai::INT),
+            (Some(_), Some(items)) => Ok((items.len() + self.appended.len()) as rhai::INT),
             _ => Err(self.refusal()),
         }
     }
@@ -123,22 +223,67 @@ impl Unread {
             .as_ref()
             .is_some_and(|fields| fields.iter().any(|f| f == field));
         match self.view.read_lock::<Array>() {
-            Some(items) if kept => Ok(crate::engine::sandbox::join_field(&items, field, sep)),
+            Some(items) if kept => {
+                let mut text = crate::engine::sandbox::join_field(&items, field, sep);
+                if !self.appended.is_empty() {
+                    if !items.is_empty() {
+                        text.push_str(sep);
+                    }
+                    text += &crate::engine::sandbox::join_field(&self.appended, field, sep);
+                }
+                Ok(text)
+            }
             _ => Err(self.refusal()),
         }
     }
 
+    /// Each item's `field` as a one-entry map (`()` for an item without it, or not a
+    /// map), the appended items' too: what the list primitives that read one item field
+    /// (`string_set`, `max_suffix`) see of the whole list. From the scan when it kept
+    /// `field` exactly, else read from the text (that field alone is built).
+    pub fn item_field(&self, field: &str) -> Result<Array, String> {
+        let kept = self
+            .outline
+            .as_ref()
+            .is_some_and(|fields| fields.iter().any(|f| f == field));
+        let mut items = match self.view.read_lock::<Array>() {
+            Some(view) if kept => view.iter().map(|item| one_field(item, field)).collect(),
+            Some(_) => self.scan_item_field(field)?,
+            None => return Err(self.refusal()),
+        };
+        items.extend(self.appended.iter().map(|item| one_field(item, field)));
+        Ok(items)
+    }
+
+    /// [`Unread::item_field`] of the text's items, read from the text.
+    fn scan_item_field(&self, field: &str) -> Result<Array, String> {
+        let range = self.range().ok_or_else(|| no_longer_parses(&self.name))?;
+        let mut de = serde_json::Deserializer::from_str(&self.text[range]);
+        ItemField(field)
+            .deserialize(&mut de)
+            .map_err(|_| no_longer_parses(&self.name))
+    }
+
     /// Whether `other` is the same field of the same text.
     pub fn same_as(&self, other: &Unread) -> bool {
-        self.name == other.name && (Rc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+        self.name == other.name
+            && (Rc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+            && (Rc::ptr_eq(&self.appended, &other.appended)
+                || (self.appended.len() == other.appended.len()
+                    && self
+                        .appended
+                        .iter()
+                        .zip(other.appended.iter())
+                        .all(|(a, b)| crate::engine::doc::same(a, b))))
     }
 
     /// The error a script gets when it uses the field.
     pub fn refusal(&self) -> String {
         format!(
             "field `{}` is declared unread by this phase (`unread:` in its agent table): \
-             remove it there to read it (an unread list answers only `len()`, and \
-             `join_field` of an item field its schema types as a scalar)",
+             remove it there to read it (an unread list answers only `len()`, \
+             `string_set`, `max_suffix`, and `join_field` of an item field its schema \
+             types as a scalar; `append:` adds to it)",
             self.name
         )
     }
@@ -199,7 +344,7 @@ pub fn materialize_fields(map: &mut Map, keep: impl Fn(&str) -> bool) -> Result<
                 .get(&*field.name)
                 .cloned()
                 .ok_or_else(|| no_longer_parses(&field.name))?;
-            map.insert(key.as_str().into(), value);
+            map.insert(key.as_str().into(), field.with_appended_items(value));
         }
     }
     Ok(())
@@ -263,9 +408,10 @@ impl<'de> TopLevelFields<'de> for Leaving<'_> {
             name: (*name).into(),
             text: self.text.clone(),
             ranges: self.ranges.clone(),
-            view,
+            view: Rc::new(view),
             rule: std::ptr::from_ref(rule) as usize,
             outline: outline(rule),
+            appended: Rc::default(),
         })))
     }
 }
@@ -297,6 +443,95 @@ fn outline(rule: &FieldRule) -> Option<Rc<[String]>> {
             .map(|(name, _)| name.clone())
             .collect(),
     )
+}
+
+/// `item[field]` alone, as a one-entry map (`()` when `item` is not a map or lacks it).
+fn one_field(item: &Dynamic, field: &str) -> Dynamic {
+    item.read_lock::<Map>()
+        .and_then(|m| m.get(field).cloned())
+        .map_or(Dynamic::UNIT, |value| one_entry(field, value))
+}
+
+/// The map `{field: value}`.
+fn one_entry(field: &str, value: Dynamic) -> Dynamic {
+    let mut one = Map::new();
+    one.insert(field.into(), value);
+    Dynamic::from_map(one)
+}
+
+/// Reads a list's items as [`one_field`] of each (its `field` built as a parse builds
+/// it, the last of repeated keys winning as in a parse; anything else skipped).
+struct ItemField<'f>(&'f str);
+
+impl<'de> DeserializeSeed<'de> for ItemField<'_> {
+    type Value = Array;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Array, D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemField<'_> {
+    type Value = Array;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON list")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Array, A::Error> {
+        let mut items = Array::new();
+        while let Some(item) = seq.next_element_seed(OneField(self.0))? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// One item of [`ItemField`].
+struct OneField<'f>(&'f str);
+
+impl<'de> DeserializeSeed<'de> for OneField<'_> {
+    type Value = Dynamic;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Dynamic, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OneField<'_> {
+    type Value = Dynamic;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Dynamic, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Dynamic, A::Error> {
+        let mut found = None;
+        while let Some(key) = entries.next_key_seed(MapKey)? {
+            if key.as_str() == self.0 {
+                found = Some(entries.next_value_seed(ScriptValue)?);
+            } else {
+                entries.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found.map_or(Dynamic::UNIT, |value| one_entry(self.0, value)))
+    }
 }
 
 /// Goes over a value without building it, through serde's own recursion and number
@@ -694,5 +929,123 @@ mod tests {
         };
         let refused = eval(&left, "state.proposal_cycle.len()");
         assert!(refused.is_err_and(|e| e.contains("`proposal_cycle`")));
+    }
+
+    #[test]
+    fn an_unread_list_grown_by_append_answers_prints_and_checks_as_the_grown_whole_list() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        let grown = |pool: &str| {
+            format!(
+                r#"[{{"proposal_id": "c-9", "source_file": "bg-3.json", "deep": [[{{"x": [1.5]}}]]}}, {{"proposal_id": "{pool}-7"}}]"#
+            )
+        };
+        let pools = [
+            "[]".to_string(),
+            RICH.to_string(),
+            // Items without the field, of other kinds, and a field repeated (the last wins).
+            r#"[{"proposal_id": "n-1", "source_file": "bg-1.json", "source_file": "bg-2.json"},
+                {"proposal_id": "n-12", "source_file": 4}, {"proposal_id": "n-3"}]"#
+                .to_string(),
+            // Nested lists in the last item: the closing brackets are not the list's.
+            r#"[{"proposal_id": "n-2", "x": [[1], []]}]"#.to_string(),
+        ];
+        let scripts = [
+            "state.current_proposals.len()",
+            "state.next_proposals.len()",
+            r#"state.current_proposals.string_set("source_file").keys()"#,
+            r#"state.next_proposals.string_set("source_file").keys()"#,
+            r#"state.next_proposals.string_set("proposal_id").keys()"#,
+            r#"state.current_proposals.max_suffix("proposal_id", "c-")"#,
+            r#"state.next_proposals.max_suffix("proposal_id", "n-")"#,
+            r#"state.next_proposals.max_suffix("source_file", "bg-")"#,
+            r#"state.next_proposals.join_field("proposal_id", ",")"#,
+            r#"state.current_proposals.join_field("proposal_id", ",")"#,
+        ];
+        let eval = |state: &Dynamic, script: &str| {
+            let mut scope = rhai::Scope::new();
+            scope.push("state", state.clone());
+            machine
+                .sandbox
+                .engine
+                .eval_with_scope::<Dynamic>(&mut scope, script)
+                .map(|v| to_json(&v))
+                .map_err(|e| e.to_string())
+        };
+        for next in &pools {
+            for current in ["[]", RICH] {
+                let text = state_text(current, next);
+                let mut whole = parse_json(&text).expect("parses");
+                let mut left = leaving(&machine, &text).expect("parses");
+                // Before and after items are appended (as `append:` does).
+                for round in 0..2 {
+                    for script in scripts {
+                        let want = eval(&whole, script).expect(script);
+                        assert_eq!(
+                            eval(&left, script),
+                            Ok(want),
+                            "{script} on {next} ({round})"
+                        );
+                    }
+                    let (a, b) = (print_pretty(&whole).unwrap(), print_pretty(&left).unwrap());
+                    assert_eq!(a.text, b.text, "{next} ({round})");
+                    assert_eq!(
+                        crate::engine::pretty::compact(&whole),
+                        crate::engine::pretty::compact(&left)
+                    );
+                    assert_eq!(to_json(&whole), to_json(&left));
+                    assert!(same(&whole, &left) && same(&left, &whole));
+                    assert_eq!(issues(&machine, &whole), issues(&machine, &left));
+                    assert_eq!(
+                        crate::engine::doc::nesting(&whole, 127),
+                        crate::engine::doc::nesting(&left, 127)
+                    );
+                    for pool in POOLS {
+                        let items: Array = serde_json::from_str::<serde_json::Value>(&grown(pool))
+                            .map(|v| crate::engine::doc::from_json(&v).cast::<Array>())
+                            .expect("items");
+                        for doc in [&mut whole, &mut left] {
+                            let mut map = doc.write_lock::<Map>().expect("a map");
+                            let target = map.get_mut(pool).expect("pool");
+                            crate::engine::phase::append_path(target, &[], items.clone())
+                                .expect("appends");
+                        }
+                        let map = left.read_lock::<Map>().expect("a map");
+                        assert!(map[pool].is::<Unread>(), "{pool} still unread");
+                    }
+                }
+                // A broken appended item is found as in the whole list.
+                for doc in [&mut whole, &mut left] {
+                    let mut map = doc.write_lock::<Map>().expect("a map");
+                    let target = map.get_mut("next_proposals").expect("pool");
+                    crate::engine::phase::append_path(target, &[], vec![Dynamic::from(3_i64)])
+                        .expect("appends");
+                }
+                let found = issues(&machine, &left);
+                assert!(!found.is_empty());
+                assert_eq!(issues(&machine, &whole), found);
+                // Materialized, the grown list is the whole one.
+                let mut map = left.write_lock::<Map>().expect("a map");
+                materialize_fields(&mut map, |_| false).expect("builds");
+                let want = whole.read_lock::<Map>().expect("a map");
+                for pool in POOLS {
+                    assert!(same(&map[pool], &want[pool]), "{pool}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_nesting_of_a_text_is_the_deepest_bracket_outside_strings() {
+        for (text, depth) in [
+            ("1", 0),
+            ("\"[[{{\"", 0),
+            ("[]", 1),
+            (r#"[{"a": "]]]\"[[", "b": [[], {"c": [1]}]}, []]"#, 5),
+            (r#"{"x": "\\", "y": [{}]}"#, 3),
+        ] {
+            assert_eq!(crate::engine::reprint::max_depth(text), depth, "{text}");
+            let parsed = parse_json(text).expect(text);
+            assert_eq!(crate::engine::doc::nesting(&parsed, 127), depth, "{text}");
+        }
     }
 }

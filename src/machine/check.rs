@@ -1085,16 +1085,20 @@ fn directive_problems(
 
 /// The first step of `items` that mentions `field`: as a property (`.field`), a quoted
 /// name (`"field"`, `'field'`: an index) or a key, whole or dotted (`set:`, `append:`);
-/// described for a finding. What an unread list answers is not a mention: `.field.len()`
-/// when its rule checks items, `.field.join_field("x", ..)` when `x` is among
-/// `answers` (see `engine::unread::answered_item_fields`).
+/// described for a finding. What an unread list answers is not a mention, when its rule
+/// checks items: `.field.len()`, `.field.string_set(..)`, `.field.max_suffix(..)`,
+/// `.field.join_field("x", ..)` when `x` is among `answers` (see
+/// `engine::unread::answered_item_fields`), and `append: { field: .. }`.
 fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -> Option<String> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let answered = |rest: &str| {
         let Some(fields) = answers else {
             return false;
         };
-        if rest.starts_with(".len()") {
+        if [".len()", ".string_set(", ".max_suffix("]
+            .iter()
+            .any(|call| rest.starts_with(call))
+        {
             return true;
         }
         rest.strip_prefix(".join_field(")
@@ -1124,12 +1128,26 @@ fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -
             FlatItem::Rule(rule) => (&rule.step, format!("rule `{}`", rule.name)),
         };
         // Each string of the step, so that escaping cannot hide or fake a quote.
-        let yaml = serde_yaml::to_value(step).ok()?;
+        let mut yaml = serde_yaml::to_value(step).ok()?;
+        if answers.is_some() {
+            appends_unnamed(&mut yaml, field);
+        }
         strings_of(&yaml).any(&mentions).then_some(what)
     })
 }
 
-/// Every string of a YAML value, keys included.
+/// `step` with `field`'s key under `append:` taken out, its value kept (an unread list
+/// grows without being read).
+fn appends_unnamed(step: &mut Yaml, field: &str) {
+    let Some(Yaml::Mapping(appends)) = step.get_mut("append") else {
+        return;
+    };
+    if let Some(value) = appends.remove(field) {
+        appends.insert(Yaml::Null, value);
+    }
+}
+
+/// Every string of `v`, keys included.
 fn strings_of(v: &Yaml) -> Box<dyn Iterator<Item = &str> + '_> {
     match v {
         Yaml::String(s) => Box::new(std::iter::once(s.as_str())),
