@@ -229,34 +229,6 @@ pub fn top_level_ranges(text: &str) -> Option<HashMap<String, Range<usize>>> {
     }
 }
 
-/// How deeply arrays and objects nest in a JSON text that parses (a scalar: 0): the
-/// most brackets open at once, strings skipped.
-pub fn max_depth(text: &str) -> usize {
-    let bytes = text.as_bytes();
-    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
-    while let Some(found) = memchr::memchr3(b'"', b'{', b'[', &bytes[i..]) {
-        // Closing brackets between here and the next opening one or string.
-        depth = depth.saturating_sub(
-            bytes[i..i + found]
-                .iter()
-                .filter(|&&c| c == b'}' || c == b']')
-                .count(),
-        );
-        i += found;
-        if bytes[i] == b'"' {
-            match string_end(bytes, i) {
-                Some(end) => i = end,
-                None => break,
-            }
-        } else {
-            depth += 1;
-            deepest = deepest.max(depth);
-            i += 1;
-        }
-    }
-    deepest
-}
-
 /// The first position from `at` that is not JSON whitespace.
 fn space(bytes: &[u8], mut at: usize) -> usize {
     while matches!(bytes.get(at), Some(b' ' | b'\n' | b'\r' | b'\t')) {

@@ -34,6 +34,9 @@ pub struct Unread {
     /// Where each top-level field's value is in `text`, found when first needed and
     /// shared by the document's unread fields.
     ranges: Rc<TextRanges>,
+    /// Whether the field's text is in our layout at depth 1, where a top-level field of
+    /// a file we wrote sits ([`crate::engine::reprint::is_canonical`]), once looked at.
+    canonical: Rc<std::cell::OnceCell<bool>>,
     /// What the field's schema rule looks at, built while the text was scanned.
     /// (Shared: an unread field is cloned wherever a script passes it on.)
     view: Rc<Dynamic>,
@@ -45,6 +48,8 @@ pub struct Unread {
     /// Items appended to the list since it was read (`append:` of a rule), built: the
     /// field's value is the text's items, then these.
     appended: Rc<Array>,
+    /// How deeply arrays and objects nest in the text's value, measured as it was read.
+    nesting: usize,
 }
 
 /// Where each top-level field's value is in a document's text (`None` inside: not
@@ -79,7 +84,7 @@ impl Unread {
         }
         // A rule that looks at the list as a whole sees it whole, appended items included;
         // any other looks at each item alone.
-        if !self.appended.is_empty() && Checked(rule).whole() {
+        if !self.appended.is_empty() && whole_rule(rule) {
             let whole = self.with_appended_items((*self.view).clone());
             return Ok((std::borrow::Cow::Owned(whole), &[]));
         }
@@ -121,21 +126,24 @@ impl Unread {
     }
 
     /// How deeply arrays and objects nest in the value (as [`crate::engine::doc::nesting`]
-    /// measures a built value), from the text and the appended items.
+    /// measures a built value): the text's, measured as it was read, or one more than
+    /// an appended item's.
     pub fn nesting(&self, limit: usize) -> usize {
-        let text = match self.range() {
-            Some(r) => crate::engine::reprint::max_depth(&self.text[r]),
-            None => self
-                .value()
-                .map_or(0, |v| crate::engine::doc::nesting(&v, limit)),
-        };
         let appended = self
             .appended
             .iter()
             .map(|item| crate::engine::doc::nesting(item, limit) + 1)
             .max()
             .unwrap_or(0);
-        text.max(appended)
+        self.nesting.max(appended)
+    }
+
+    /// Whether the field's text is in our layout at [`FIELD_DEPTH`] (looked at once).
+    fn is_canonical(&self) -> bool {
+        *self.canonical.get_or_init(|| {
+            self.range()
+                .is_some_and(|r| crate::engine::reprint::is_canonical(&self.text[r], FIELD_DEPTH))
+        })
     }
 
     /// Where the field's value is in the text.
@@ -161,14 +169,24 @@ impl Unread {
         };
         let text = &self.text[range];
         let start = out.len();
-        // A file we wrote holds the field as it is printed here: copied, not read again.
-        let printed = if let Some(depth) = layout
-            && crate::engine::reprint::is_canonical(text, depth)
-        {
-            out.push_str(text);
-            true
-        } else {
-            crate::engine::reprint::reprint(out, text, layout)
+        // A file we wrote holds the field as it is printed here: copied, not read again
+        // (deeper, as in a handoff's state patch, each line indented further).
+        let printed = match layout {
+            Some(depth) if depth == FIELD_DEPTH && self.is_canonical() => {
+                out.push_str(text);
+                true
+            }
+            Some(depth) if depth > FIELD_DEPTH && self.is_canonical() => {
+                indent_lines(out, text, depth - FIELD_DEPTH);
+                true
+            }
+            Some(depth)
+                if depth != FIELD_DEPTH && crate::engine::reprint::is_canonical(text, depth) =>
+            {
+                out.push_str(text);
+                true
+            }
+            _ => crate::engine::reprint::reprint(out, text, layout),
         };
         if !printed || self.appended.is_empty() {
             return printed;
@@ -237,8 +255,8 @@ impl Unread {
         }
     }
 
-    /// Each item's `field` as a one-entry map (`()` for an item without it, or not a
-    /// map), the appended items' too: what the list primitives that read one item field
+    /// The `field` of each item that has one (a map holding it), as a one-entry map, in
+    /// order, the appended items' too: what the list primitives that read one item field
     /// (`string_set`, `max_suffix`) see of the whole list. From the scan when it kept
     /// `field` exactly, else read from the text (that field alone is built).
     pub fn item_field(&self, field: &str) -> Result<Array, String> {
@@ -247,21 +265,49 @@ impl Unread {
             .as_ref()
             .is_some_and(|fields| fields.iter().any(|f| f == field));
         let mut items = match self.view.read_lock::<Array>() {
-            Some(view) if kept => view.iter().map(|item| one_field(item, field)).collect(),
+            Some(view) if kept => view
+                .iter()
+                .filter_map(|item| one_field(item, field))
+                .collect(),
             Some(_) => self.scan_item_field(field)?,
             None => return Err(self.refusal()),
         };
-        items.extend(self.appended.iter().map(|item| one_field(item, field)));
+        items.extend(
+            self.appended
+                .iter()
+                .filter_map(|item| one_field(item, field)),
+        );
         Ok(items)
     }
 
     /// [`Unread::item_field`] of the text's items, read from the text.
     fn scan_item_field(&self, field: &str) -> Result<Array, String> {
         let range = self.range().ok_or_else(|| no_longer_parses(&self.name))?;
+        if self.is_canonical() {
+            return self.item_field_in_layout(&self.text[range], field);
+        }
         let mut de = serde_json::Deserializer::from_str(&self.text[range]);
         ItemField(field)
             .deserialize(&mut de)
             .map_err(|_| no_longer_parses(&self.name))
+    }
+
+    /// [`Unread::item_field`] of a list's text in our layout at [`FIELD_DEPTH`]: an item's
+    /// keys start lines indented one level deeper than it, and nothing else does (a
+    /// string holds no line break; deeper values are indented further), each key once
+    /// (keys ascend). Each value found is read alone.
+    fn item_field_in_layout(&self, text: &str, field: &str) -> Result<Array, String> {
+        let key = serde_json::to_string(field).map_err(|e| e.to_string())?;
+        let marker = format!("\n{}{key}: ", "  ".repeat(FIELD_DEPTH + 2));
+        let mut items = Array::new();
+        for at in memchr::memmem::find_iter(text.as_bytes(), marker.as_bytes()) {
+            let mut de = serde_json::Deserializer::from_str(&text[at + marker.len()..]);
+            let value = ScriptValue
+                .deserialize(&mut de)
+                .map_err(|_| no_longer_parses(&self.name))?;
+            items.push(one_entry(field, value));
+        }
+        Ok(items)
     }
 
     /// Whether `other` is the same field of the same text.
@@ -403,15 +449,22 @@ impl<'de> TopLevelFields<'de> for Leaving<'_> {
             return entries.next_value_seed(ScriptValue).map(Some);
         };
         let rule = rule.unwrap_or(&ANY);
-        let view = entries.next_value_seed(Checked(rule))?;
+        let deepest = std::cell::Cell::new(0);
+        let depth = Depth {
+            level: 0,
+            deepest: &deepest,
+        };
+        let view = entries.next_value_seed(Checked::new(rule, depth))?;
         Ok(Some(Dynamic::from(Unread {
             name: (*name).into(),
             text: self.text.clone(),
             ranges: self.ranges.clone(),
+            canonical: Rc::default(),
             view: Rc::new(view),
             rule: std::ptr::from_ref(rule) as usize,
             outline: outline(rule),
             appended: Rc::default(),
+            nesting: deepest.get(),
         })))
     }
 }
@@ -445,11 +498,29 @@ fn outline(rule: &FieldRule) -> Option<Rc<[String]>> {
     )
 }
 
-/// `item[field]` alone, as a one-entry map (`()` when `item` is not a map or lacks it).
-fn one_field(item: &Dynamic, field: &str) -> Dynamic {
+/// The depth of a document's top-level field in the pretty layout.
+const FIELD_DEPTH: usize = 1;
+
+/// Appends `text` with `extra` levels of indentation after each line break (a JSON text
+/// holds a line break only between tokens).
+fn indent_lines(out: &mut String, text: &str, extra: usize) {
+    let pad = "  ".repeat(extra);
+    let mut lines = text.split('\n');
+    if let Some(first) = lines.next() {
+        out.push_str(first);
+    }
+    for line in lines {
+        out.push('\n');
+        out.push_str(&pad);
+        out.push_str(line);
+    }
+}
+
+/// `item[field]` alone, as a one-entry map (`None` when `item` is not a map or lacks it).
+fn one_field(item: &Dynamic, field: &str) -> Option<Dynamic> {
     item.read_lock::<Map>()
         .and_then(|m| m.get(field).cloned())
-        .map_or(Dynamic::UNIT, |value| one_entry(field, value))
+        .map(|value| one_entry(field, value))
 }
 
 /// The map `{field: value}`.
@@ -459,8 +530,8 @@ fn one_entry(field: &str, value: Dynamic) -> Dynamic {
     Dynamic::from_map(one)
 }
 
-/// Reads a list's items as [`one_field`] of each (its `field` built as a parse builds
-/// it, the last of repeated keys winning as in a parse; anything else skipped).
+/// Reads a list's items as [`one_field`] of each that has the field (built as a parse
+/// builds it, the last of repeated keys winning as in a parse; anything else skipped).
 struct ItemField<'f>(&'f str);
 
 impl<'de> DeserializeSeed<'de> for ItemField<'_> {
@@ -478,7 +549,9 @@ impl<'de> Visitor<'de> for ItemField<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Array, A::Error> {
         let mut items = Array::new();
         while let Some(item) = seq.next_element_seed(OneField(self.0))? {
-            items.push(item);
+            if !item.is_unit() {
+                items.push(item);
+            }
         }
         Ok(items)
     }
@@ -537,16 +610,41 @@ impl<'de> Visitor<'de> for OneField<'_> {
 /// Goes over a value without building it, through serde's own recursion and number
 /// parsing: its nesting limit and its number range (`1e400` is an error) are met as a
 /// parse meets them, which `IgnoredAny` (serde_json's `ignore_value`) does not do.
-struct Skip;
+struct Skip<'c>(Depth<'c>);
 
-impl<'de> DeserializeSeed<'de> for Skip {
+/// Where a scan is in the nesting of a value (`level` containers deep), and the deepest
+/// nesting seen, for [`Unread::nesting`].
+#[derive(Clone, Copy)]
+struct Depth<'c> {
+    level: usize,
+    deepest: &'c std::cell::Cell<usize>,
+}
+
+impl<'c> Depth<'c> {
+    /// Into a container at this level: its content is one level deeper.
+    fn enter(self) -> Depth<'c> {
+        self.reach(1);
+        Depth {
+            level: self.level + 1,
+            deepest: self.deepest,
+        }
+    }
+
+    /// Notes a value `nesting` deep at this level.
+    fn reach(self, nesting: usize) {
+        self.deepest
+            .set(self.deepest.get().max(self.level + nesting));
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Skip<'_> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
         de.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Skip {
+impl<'de> Visitor<'de> for Skip<'_> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
@@ -570,12 +668,14 @@ impl<'de> Visitor<'de> for Skip {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Skip)?.is_some() {}
+        let inner = self.0.enter();
+        while seq.next_element_seed(Skip(inner))?.is_some() {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        let inner = self.0.enter();
         while entries.next_key::<IgnoredAny>()?.is_some() {
-            entries.next_value_seed(Skip)?;
+            entries.next_value_seed(Skip(inner))?;
         }
         Ok(())
     }
@@ -586,30 +686,42 @@ impl<'de> Visitor<'de> for Skip {
 /// of an object; the items of an array; a rule that looks at a container as a whole
 /// (`unique`, `non_empty`, `enum`) gets it whole; anything else an empty container of
 /// the same kind (its type is all the rule checks).
-struct Checked<'r>(&'r FieldRule);
+struct Checked<'r> {
+    rule: &'r FieldRule,
+    depth: Depth<'r>,
+}
 
-impl Checked<'_> {
-    /// Whether the rule looks at the value as a whole (beyond its type, its listed
-    /// fields and its items). Every constraint is named, so that a new one cannot be
-    /// missed here.
-    fn whole(&self) -> bool {
-        let FieldRule {
-            types: _,          // the kind: a placeholder has it
-            required: _,       // checked on the parent map
-            fields: _,         // built
-            items: _,          // built
-            no_placeholder: _, // strings: scalars are built whole
-            no_whitespace: _,  // strings
-            pattern: _,        // strings
-            min: _,            // numbers
-            max: _,            // numbers
-            exclusive_min: _,  // numbers
-            non_empty,
-            one_of,
-            unique,
-        } = self.0;
-        *unique || *non_empty || !one_of.is_empty()
+impl<'r> Checked<'r> {
+    /// A scan of a value under `rule`, `depth` deep in the field.
+    fn new(rule: &'r FieldRule, depth: Depth<'r>) -> Self {
+        Checked { rule, depth }
     }
+
+    /// Whether the rule looks at the value as a whole: [`whole_rule`].
+    fn whole(&self) -> bool {
+        whole_rule(self.rule)
+    }
+}
+
+/// Whether `rule` looks at a value as a whole (beyond its type, its listed fields and
+/// its items). Every constraint is named, so that a new one cannot be missed here.
+fn whole_rule(rule: &FieldRule) -> bool {
+    let FieldRule {
+        types: _,          // the kind: a placeholder has it
+        required: _,       // checked on the parent map
+        fields: _,         // built
+        items: _,          // built
+        no_placeholder: _, // strings: scalars are built whole
+        no_whitespace: _,  // strings
+        pattern: _,        // strings
+        min: _,            // numbers
+        max: _,            // numbers
+        exclusive_min: _,  // numbers
+        non_empty,
+        one_of,
+        unique,
+    } = rule;
+    *unique || *non_empty || !one_of.is_empty()
 }
 
 impl<'de> DeserializeSeed<'de> for Checked<'_> {
@@ -647,31 +759,39 @@ impl<'de> Visitor<'de> for Checked<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Dynamic, A::Error> {
         if self.whole() {
-            return ScriptValue.visit_seq(seq);
+            let whole = ScriptValue.visit_seq(seq)?;
+            self.depth
+                .reach(crate::engine::doc::nesting(&whole, usize::MAX));
+            return Ok(whole);
         }
+        let inner = self.depth.enter();
         let mut items = Array::new();
-        match &self.0.items {
+        match &self.rule.items {
             Some(rule) => {
-                while let Some(item) = seq.next_element_seed(Checked(rule))? {
+                while let Some(item) = seq.next_element_seed(Checked::new(rule, inner))? {
                     items.push(item);
                 }
             }
-            None => while seq.next_element_seed(Skip)?.is_some() {},
+            None => while seq.next_element_seed(Skip(inner))?.is_some() {},
         }
         Ok(Dynamic::from_array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Dynamic, A::Error> {
         if self.whole() {
-            return ScriptValue.visit_map(entries);
+            let whole = ScriptValue.visit_map(entries)?;
+            self.depth
+                .reach(crate::engine::doc::nesting(&whole, usize::MAX));
+            return Ok(whole);
         }
+        let inner = self.depth.enter();
         let mut out = Map::new();
         while let Some(key) = entries.next_key_seed(MapKey)? {
-            match self.0.fields.get(key.as_str()) {
+            match self.rule.fields.get(key.as_str()) {
                 Some(rule) => {
-                    let value = entries.next_value_seed(Checked(rule))?;
+                    let value = entries.next_value_seed(Checked::new(rule, inner))?;
                     out.insert(key, value);
                 }
-                None => entries.next_value_seed(Skip)?,
+                None => entries.next_value_seed(Skip(inner))?,
             }
         }
         Ok(Dynamic::from_map(out))
@@ -971,9 +1091,19 @@ mod tests {
                 .map(|v| to_json(&v))
                 .map_err(|e| e.to_string())
         };
-        for next in &pools {
-            for current in ["[]", RICH] {
+        // Each state as built here (pools in another layout), and printed in ours (pools
+        // copied, indented further, and searched by line).
+        let texts = pools.iter().flat_map(|next| {
+            ["[]", RICH].into_iter().flat_map(move |current| {
                 let text = state_text(current, next);
+                let ours = print_pretty(&parse_json(&text).expect("parses"))
+                    .expect("prints")
+                    .text;
+                [(next.clone(), text), (next.clone(), ours)]
+            })
+        });
+        for (next, text) in texts {
+            {
                 let mut whole = parse_json(&text).expect("parses");
                 let mut left = leaving(&machine, &text).expect("parses");
                 // Before and after items are appended (as `append:` does).
@@ -999,6 +1129,15 @@ mod tests {
                         crate::engine::doc::nesting(&whole, 127),
                         crate::engine::doc::nesting(&left, 127)
                     );
+                    for pool in POOLS {
+                        let at = |doc: &Dynamic, depth| {
+                            let value = doc.read_lock::<Map>().expect("a map")[pool].clone();
+                            crate::engine::pretty::pretty_at(&value, depth, &mut true)
+                        };
+                        for depth in [1, 2, 3] {
+                            assert_eq!(at(&whole, depth), at(&left, depth), "{pool} at {depth}");
+                        }
+                    }
                     for pool in POOLS {
                         let items: Array = serde_json::from_str::<serde_json::Value>(&grown(pool))
                             .map(|v| crate::engine::doc::from_json(&v).cast::<Array>())
@@ -1035,17 +1174,26 @@ mod tests {
     }
 
     #[test]
-    fn the_nesting_of_a_text_is_the_deepest_bracket_outside_strings() {
-        for (text, depth) in [
-            ("1", 0),
-            ("\"[[{{\"", 0),
-            ("[]", 1),
-            (r#"[{"a": "]]]\"[[", "b": [[], {"c": [1]}]}, []]"#, 5),
-            (r#"{"x": "\\", "y": [{}]}"#, 3),
+    fn an_unread_field_is_as_deep_as_its_value() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        for pool in [
+            "[]",
+            r#"[{"proposal_id": "p", "x": []}]"#,
+            r#"[{"proposal_id": "p", "x": [[{"y": {}}]], "z": "[[[[[["}]"#,
+            r#"[{"proposal_id": "p"}, [[[]]], {"proposal_id": {"a": [{}]}}]"#,
         ] {
-            assert_eq!(crate::engine::reprint::max_depth(text), depth, "{text}");
-            let parsed = parse_json(text).expect(text);
-            assert_eq!(crate::engine::doc::nesting(&parsed, 127), depth, "{text}");
+            let text = state_text(pool, pool);
+            let whole = parse_json(&text).expect("parses");
+            let left = leaving(&machine, &text).expect("parses");
+            let depth = |doc: &Dynamic| {
+                let map = doc.read_lock::<Map>().expect("a map");
+                let pool = &map["current_proposals"];
+                (
+                    crate::engine::doc::nesting(pool, 127),
+                    crate::engine::doc::nesting(doc, 127),
+                )
+            };
+            assert_eq!(depth(&whole), depth(&left), "{pool}");
         }
     }
 }
