@@ -414,6 +414,7 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
     assert!(stripped_tables >= 4, "the tables declare unread fields");
     let remote = "metaopt-remote-execution-control";
     let background = "metaopt-background-control";
+    let close = "metaopt-iteration-close-control";
     // (The first merge finds empty pools: appended to `[]`; the second, full ones.)
     let cases = [
         ("WAIT_FOR_PROPOSALS", background, "gate_background_work"),
@@ -436,11 +437,17 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
         ("LAUNCH_SWEEP", remote, "plan_launch"),
         ("WAIT_FOR_SWEEP", remote, "poll_sweep"),
         ("ANALYZE", remote, "analyze"),
+        ("ROLL_ITERATION", close, "gate_roll_iteration"),
         ("WAIT_FOR_PROPOSALS", background, "gate_background_work"),
     ];
     for (i, (state, agent, mode)) in cases.into_iter().enumerate() {
         let turn = p.sim_until(state, 80);
         assert_eq!(turn["machine_state"], state, "{turn}");
+        if mode == "gate_roll_iteration" {
+            // The gate applies the rollover its plan wrote.
+            let plan = ["agent", close, "--mode", "plan_roll_iteration", "--apply-state"];
+            assert!(p.run(&plan).status.success());
+        }
         let pooled = p.state()["current_proposals"]
             .as_array()
             .is_some_and(|a| !a.is_empty());

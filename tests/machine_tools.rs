@@ -954,6 +954,21 @@ fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
         "unread-field-used",
         &["plan_background_work", "`current_proposals`"],
     );
+    // `string_set` and `max_suffix` of any item field are answered too, and replacing
+    // the field whole (`set:` of its own key) or appending to it does not read it.
+    let t = Tables::new();
+    t.edit(
+        "agents/background-control.yaml",
+        "pool_size: = state.current_proposals.len()",
+        "pool_size: = state.current_proposals.len()\n          seen: = state.next_proposals.string_set(\"rationale\")\n          top: = state.current_proposals.max_suffix(\"proposal_id\", \"p\")",
+    );
+    t.edit(
+        "agents/background-control.yaml",
+        "        set:\n          next_action: select and design the sweep",
+        "        set:\n          next_proposals: []\n          next_action: select and design the sweep",
+    );
+    let (code, out) = t.check();
+    assert_eq!(code, 0, "{out}");
     // `len()` of a field whose rule checks no items is a use.
     let t = Tables::new();
     t.edit(

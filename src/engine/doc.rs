@@ -389,8 +389,14 @@ fn same_unread(a: &Dynamic, b: &Dynamic) -> Option<bool> {
     if let Some(x) = a.read_lock::<Unread>() {
         return Some(match b.read_lock::<Unread>() {
             Some(y) if x.same_as(&y) => true,
+            None if x.surely_unlike(b) => false,
             _ => x.value().is_ok_and(|x| same(&x, b)),
         });
+    }
+    if let Some(y) = b.read_lock::<Unread>()
+        && y.surely_unlike(a)
+    {
+        return Some(false);
     }
     unread::parsed(b).map(|y| y.is_ok_and(|y| same(a, &y)))
 }

@@ -310,6 +310,18 @@ impl Unread {
         Ok(items)
     }
 
+    /// Whether `other`, a built value, cannot be the field's value, told without parsing
+    /// it: a list of another length, or not a list when the field is one.
+    pub fn surely_unlike(&self, other: &Dynamic) -> bool {
+        if !self.is_list() {
+            return false;
+        }
+        match other.read_lock::<Array>() {
+            Some(items) => self.item_count().is_ok_and(|n| n as usize != items.len()),
+            None => !may_be_unread(other) || other.read_lock::<Unread>().is_none(),
+        }
+    }
+
     /// Whether `other` is the same field of the same text.
     pub fn same_as(&self, other: &Unread) -> bool {
         self.name == other.name

@@ -1088,7 +1088,8 @@ fn directive_problems(
 /// described for a finding. What an unread list answers is not a mention, when its rule
 /// checks items: `.field.len()`, `.field.string_set(..)`, `.field.max_suffix(..)`,
 /// `.field.join_field("x", ..)` when `x` is among `answers` (see
-/// `engine::unread::answered_item_fields`), and `append: { field: .. }`.
+/// `engine::unread::answered_item_fields`), `append: { field: .. }` and
+/// `set: { field: .. }`.
 fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -> Option<String> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let answered = |rest: &str| {
@@ -1130,20 +1131,35 @@ fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -
         // Each string of the step, so that escaping cannot hide or fake a quote.
         let mut yaml = serde_yaml::to_value(step).ok()?;
         if answers.is_some() {
-            appends_unnamed(&mut yaml, field);
+            writes_unnamed(&mut yaml, field);
         }
         strings_of(&yaml).any(&mentions).then_some(what)
     })
 }
 
-/// `step` with `field`'s key under `append:` taken out, its value kept (an unread list
-/// grows without being read).
-fn appends_unnamed(step: &mut Yaml, field: &str) {
-    let Some(Yaml::Mapping(appends)) = step.get_mut("append") else {
-        return;
-    };
-    if let Some(value) = appends.remove(field) {
-        appends.insert(Yaml::Null, value);
+/// `step` with `field`'s own key under `append:` and `set:` taken out, its value kept:
+/// an unread list grows, and a field is replaced whole, without being read (a dotted
+/// key below the field still reads it).
+fn writes_unnamed(step: &mut Yaml, field: &str) {
+    // (Also in a merged mapping: `set: { <<: *close, .. }`.)
+    fn unname(writes: &mut Yaml, field: &str) {
+        if let Yaml::Sequence(merged) = writes {
+            merged.iter_mut().for_each(|m| unname(m, field));
+        }
+        let Yaml::Mapping(writes) = writes else {
+            return;
+        };
+        if let Some(value) = writes.remove(field) {
+            writes.insert(Yaml::Null, value);
+        }
+        if let Some(merged) = writes.get_mut("<<") {
+            unname(merged, field);
+        }
+    }
+    for entry in ["append", "set"] {
+        if let Some(writes) = step.get_mut(entry) {
+            unname(writes, field);
+        }
     }
 }
 
