@@ -445,7 +445,13 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
         assert_eq!(turn["machine_state"], state, "{turn}");
         if mode == "gate_roll_iteration" {
             // The gate applies the rollover its plan wrote.
-            let plan = ["agent", close, "--mode", "plan_roll_iteration", "--apply-state"];
+            let plan = [
+                "agent",
+                close,
+                "--mode",
+                "plan_roll_iteration",
+                "--apply-state",
+            ];
             assert!(p.run(&plan).status.success());
         }
         let pooled = p.state()["current_proposals"]

@@ -750,6 +750,12 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
             u.join_field(field, sep).map_err(err)
         },
     );
+    engine.register_fn(
+        "push",
+        |u: &mut Unread, item: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            u.push(item).map_err(err)
+        },
+    );
     // The primitives that read one field of each item: on that field alone (an item
     // reduced to it answers as the whole item does).
     engine.register_fn(

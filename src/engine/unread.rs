@@ -40,8 +40,8 @@ pub struct Unread {
     /// What the field's schema rule looks at, built while the text was scanned.
     /// (Shared: an unread field is cloned wherever a script passes it on.)
     view: Rc<Dynamic>,
-    /// The rule `view` was built for (its address: rules live as long as the tables).
-    rule: usize,
+    /// The rule `view` was built for.
+    rule: Rc<FieldRule>,
     /// The item fields whose values `view` holds exactly, when it holds every item of a
     /// list (see [`Unread::item_count`], [`Unread::join_field`]); `None` otherwise.
     outline: Option<Rc<[String]>>,
@@ -79,7 +79,9 @@ impl Unread {
         &self,
         rule: &FieldRule,
     ) -> Result<(std::borrow::Cow<'_, Dynamic>, &[Dynamic]), String> {
-        if std::ptr::from_ref(rule) as usize != self.rule {
+        // (A view suits any rule equal to its own: a list moved from one document to
+        // another under the same item rule is still checked from its view.)
+        if *rule != *self.rule {
             return Ok((std::borrow::Cow::Owned(self.value()?), &[]));
         }
         // A rule that looks at the list as a whole sees it whole, appended items included;
@@ -316,10 +318,28 @@ impl Unread {
         if !self.is_list() {
             return false;
         }
-        match other.read_lock::<Array>() {
-            Some(items) => self.item_count().is_ok_and(|n| n as usize != items.len()),
-            None => !may_be_unread(other) || other.read_lock::<Unread>().is_none(),
+        let count = || self.item_count().ok();
+        if let Some(items) = other.read_lock::<Array>() {
+            return count().is_some_and(|n| n as usize != items.len());
         }
+        if may_be_unread(other)
+            && let Some(field) = other.read_lock::<Unread>()
+        {
+            return !field.is_list()
+                || count()
+                    .zip(field.item_count().ok())
+                    .is_some_and(|(a, b)| a != b);
+        }
+        true
+    }
+
+    /// Appends `item` to the list (as `push` does), still unread.
+    pub fn push(&mut self, item: Dynamic) -> Result<(), String> {
+        if !self.is_list() {
+            return Err(self.refusal());
+        }
+        Rc::make_mut(&mut self.appended).push(item);
+        Ok(())
     }
 
     /// Whether `other` is the same field of the same text.
@@ -341,7 +361,7 @@ impl Unread {
             "field `{}` is declared unread by this phase (`unread:` in its agent table): \
              remove it there to read it (an unread list answers only `len()`, \
              `string_set`, `max_suffix`, and `join_field` of an item field its schema \
-             types as a scalar; `append:` adds to it)",
+             types as a scalar; `push` and `append:` add to it)",
             self.name
         )
     }
@@ -473,7 +493,7 @@ impl<'de> TopLevelFields<'de> for Leaving<'_> {
             ranges: self.ranges.clone(),
             canonical: Rc::default(),
             view: Rc::new(view),
-            rule: std::ptr::from_ref(rule) as usize,
+            rule: Rc::new(rule.clone()),
             outline: outline(rule),
             appended: Rc::default(),
             nesting: deepest.get(),
@@ -1181,6 +1201,38 @@ mod tests {
                 for pool in POOLS {
                     assert!(same(&map[pool], &want[pool]), "{pool}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn pushing_to_an_unread_list_keeps_it_unread_and_gives_the_pushed_whole_list() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        let script =
+            r#"let p = state.next_proposals; p.push(#{proposal_id: "z-1", k: [1]}); p.push(3); p"#;
+        for pool in ["[]", RICH] {
+            let text = state_text(RICH, pool);
+            for text in [
+                text.clone(),
+                print_pretty(&parse_json(&text).unwrap()).unwrap().text,
+            ] {
+                let run = |state: Dynamic| {
+                    let mut scope = rhai::Scope::new();
+                    scope.push("state", state);
+                    machine
+                        .sandbox
+                        .engine
+                        .eval_with_scope::<Dynamic>(&mut scope, script)
+                        .expect(script)
+                };
+                let whole = run(parse_json(&text).expect("parses"));
+                let left = run(leaving(&machine, &text).expect("parses"));
+                assert!(left.is::<Unread>(), "still unread");
+                assert_eq!(to_json(&whole), to_json(&left));
+                assert_eq!(
+                    crate::engine::pretty::pretty_at(&whole, 1, &mut true),
+                    crate::engine::pretty::pretty_at(&left, 1, &mut true)
+                );
             }
         }
     }

@@ -318,7 +318,7 @@ pub struct Placeholders {
 }
 
 /// One field of a schema.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRule {
     /// `type: integer` or `type: [object, "null"]`.
@@ -363,7 +363,7 @@ pub struct FieldRule {
 }
 
 /// `type:` of a field: one name or a list of names.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
 #[serde(untagged)]
 pub enum TypeSpec {
     /// No type constraint.
