@@ -149,13 +149,13 @@ fn value(state: &StepState) -> Option<std::cell::Ref<'_, Dynamic>> {
 /// Reads the state strictly; `Ok(None)` when there is none.
 pub fn read_state(machine: &Machine) -> Result<StepState, String> {
     let path = layout(machine, "state");
-    // In a step, fields every phase of the state's machine state leaves unread stay
-    // unread until a phase reads them. Without a guess at the machine state, and
-    // outside a step (as for `metaopt status`), every field is built.
+    // In a step, the fields the phase that will run leaves unread stay unread until a
+    // phase reads them. Without a guess at the machine state, and outside a step (as
+    // for `metaopt status`), every field is built.
     let schema = crate::engine::phase::STATE_SCHEMA;
     let keeping = crate::engine::doc_cache::keeping();
     let unread = |text: &str| match machine_state_hint(text) {
-        Some(current) if keeping => machine.unread_in_state(current, schema),
+        Some(current) if keeping => likely_unread(machine, current, schema, text),
         _ => vec![],
     };
     let sandbox = &machine.sandbox;
@@ -185,19 +185,54 @@ pub fn read_state(machine: &Machine) -> Result<StepState, String> {
     }
 }
 
-/// The machine state a state file's text names, found without parsing it: the value
-/// of the one `"machine_state"` key written where our layout puts a top-level key (after
-/// a line break and two spaces; a JSON string holds no line break). A guess that only
-/// chooses which fields are parsed at once: a wrong one costs time, never a result.
-fn machine_state_hint(text: &str) -> Option<&str> {
-    const KEY: &str = "\n  \"machine_state\": \"";
-    let mut found = memchr::memmem::find_iter(text.as_bytes(), KEY);
-    let at = found.next()? + KEY.len();
-    if found.next().is_some() {
-        return None;
+/// The fields of the state the phase that will run at machine state `current` leaves
+/// unread: when its phases leave different ones, the phase its guards choose on the
+/// fields they read, found in the text ([`top_level_hint`]); failing that, those every
+/// phase leaves unread. A guess: a phase that reads a field left unread builds it.
+fn likely_unread(machine: &Machine, current: &str, schema: &str, text: &str) -> Vec<String> {
+    let by_phase = machine.unread_by_phase(current, schema);
+    let first = by_phase.values().next();
+    if by_phase.values().all(|l| Some(l) == first) {
+        return first.cloned().unwrap_or_default();
     }
-    let len = memchr::memchr(b'"', &text.as_bytes()[at..])?;
-    text.get(at..at + len)
+    let hinted = |fields: Option<&[String]>| {
+        let mut map = rhai::Map::new();
+        for field in fields? {
+            map.insert(field.as_str().into(), top_level_hint(text, field)?);
+        }
+        Some(Dynamic::from_map(map))
+    };
+    match choose_phase(machine, current, hinted) {
+        Ok((_, phase)) => by_phase.get(&phase).cloned().unwrap_or_default(),
+        Err(_) => machine.unread_in_state(current, schema),
+    }
+}
+
+/// The value of the top-level field `key` of a state file's text, found without parsing
+/// the rest: the one `"key": ` written where our layout puts a top-level key (after a
+/// line break and two spaces; a JSON string holds no line break), its value read alone.
+fn top_level_hint(text: &str, key: &str) -> Option<Dynamic> {
+    use serde::de::DeserializeSeed;
+    let at = top_level_key_end(text, key)?;
+    let mut de = serde_json::Deserializer::from_str(&text[at..]);
+    doc::ScriptValue.deserialize(&mut de).ok()
+}
+
+/// Where the value of the one top-level `key` starts, in our layout ([`top_level_hint`]).
+fn top_level_key_end(text: &str, key: &str) -> Option<usize> {
+    let marker = format!("\n  {}: ", serde_json::to_string(key).ok()?);
+    let mut found = memchr::memmem::find_iter(text.as_bytes(), marker.as_bytes());
+    let at = found.next()? + marker.len();
+    found.next().is_none().then_some(at)
+}
+
+/// The machine state a state file's text names, found without parsing it
+/// ([`top_level_hint`]). A guess that only chooses which fields are parsed at once: a
+/// wrong one costs time, never a result.
+fn machine_state_hint(text: &str) -> Option<&str> {
+    let at = top_level_key_end(text, "machine_state")?;
+    let rest = text[at..].strip_prefix('"')?;
+    rest.get(..memchr::memchr(b'"', rest.as_bytes())?)
 }
 
 /// Runs one step in the current directory (the project root).
@@ -320,6 +355,19 @@ pub fn dispatch(
     current: &str,
     state: &StepState,
 ) -> Result<(String, String), String> {
+    let seen = |fields: Option<&[String]>| {
+        Some(value(state).map_or(Dynamic::UNIT, |s| doc::view_read(&s, fields)))
+    };
+    choose_phase(machine, current, seen)
+}
+
+/// [`dispatch`] with the state its guards see given by `seen`, from the fields they
+/// read (`None`: the whole state); `seen` answering `None` is an error.
+fn choose_phase(
+    machine: &Machine,
+    current: &str,
+    seen: impl FnOnce(Option<&[String]>) -> Option<Dynamic>,
+) -> Result<(String, String), String> {
     let def = machine
         .states
         .states
@@ -352,7 +400,7 @@ pub fn dispatch(
         .filter_map(|c| c.when.as_deref())
         .collect();
     let fields = crate::engine::sandbox::projected_fields(&sources, "state");
-    let seen = value(state).map_or(Dynamic::UNIT, |s| doc::view_read(&s, fields.as_deref()));
+    let seen = seen(fields.as_deref()).ok_or("the state the guards read is not at hand")?;
     crate::engine::sandbox::push_binding(&mut scope, "state", seen);
     for (guard, phase) in guards {
         let holds = match guard {
@@ -640,7 +688,7 @@ fn persist_state(
 
 #[cfg(test)]
 mod tests {
-    use super::machine_state_hint;
+    use super::{machine_state_hint, top_level_hint};
 
     #[test]
     fn the_machine_state_is_found_only_at_a_top_level_key_of_our_layout() {
@@ -656,5 +704,20 @@ mod tests {
         ] {
             assert_eq!(machine_state_hint(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn a_top_level_value_is_read_alone_where_our_layout_puts_it() {
+        let text = "{\n  \"a\": {\n    \"n\": 1\n  },\n  \"n\": 7,\n  \"q\\\"\": [true, \"x\"],\n  \"s\": \"t\"\n}\n";
+        let hint = |key: &str| top_level_hint(text, key).map(|v| crate::engine::doc::to_json(&v));
+        assert_eq!(hint("n"), Some(serde_json::json!(7)));
+        assert_eq!(hint("q\""), Some(serde_json::json!([true, "x"])));
+        assert_eq!(hint("a"), Some(serde_json::json!({"n": 1})));
+        assert_eq!(hint("s"), Some(serde_json::json!("t")));
+        assert_eq!(hint("missing"), None);
+        assert!(
+            top_level_hint(r#"{"n": 7}"#, "n").is_none(),
+            "another layout: no guess"
+        );
     }
 }

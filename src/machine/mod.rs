@@ -634,26 +634,37 @@ impl Machine {
     /// The top-level fields of documents read with `schema` that every phase of machine
     /// state `state` leaves unread (empty: a state without phases, or unknown).
     pub fn unread_in_state(&self, state: &str, schema: &str) -> Vec<String> {
-        let Some(def) = self.states.states.get(state) else {
-            return vec![];
-        };
-        let Some(agent) = def.agent.as_deref().and_then(|a| self.agent(a)) else {
-            return vec![];
-        };
         let mut common: Option<Vec<String>> = None;
-        for choice in &def.phases {
-            let fields = agent
-                .phases
-                .get(&choice.phase)
-                .and_then(|p| p.def.unread.get(schema))
-                .cloned()
-                .unwrap_or_default();
+        for fields in self.unread_by_phase(state, schema).into_values() {
             common = Some(match common {
                 None => fields,
                 Some(c) => c.into_iter().filter(|f| fields.contains(f)).collect(),
             });
         }
         common.unwrap_or_default()
+    }
+
+    /// For each phase of machine state `state`, in the states table's order, the
+    /// top-level fields of documents read with `schema` that it leaves unread.
+    pub fn unread_by_phase(&self, state: &str, schema: &str) -> IndexMap<String, Vec<String>> {
+        let Some(def) = self.states.states.get(state) else {
+            return IndexMap::new();
+        };
+        let Some(agent) = def.agent.as_deref().and_then(|a| self.agent(a)) else {
+            return IndexMap::new();
+        };
+        def.phases
+            .iter()
+            .map(|choice| {
+                let fields = agent
+                    .phases
+                    .get(&choice.phase)
+                    .and_then(|p| p.def.unread.get(schema))
+                    .cloned()
+                    .unwrap_or_default();
+                (choice.phase.clone(), fields)
+            })
+            .collect()
     }
 
     /// The names of the agents, in file order.
