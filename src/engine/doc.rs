@@ -389,7 +389,7 @@ fn same_unread(a: &Dynamic, b: &Dynamic) -> Option<bool> {
     if let Some(x) = a.read_lock::<Unread>() {
         return Some(match b.read_lock::<Unread>() {
             Some(y) if x.same_as(&y) => true,
-            None if x.surely_unlike(b) => false,
+            _ if x.surely_unlike(b) => false,
             _ => x.value().is_ok_and(|x| same(&x, b)),
         });
     }

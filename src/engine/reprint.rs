@@ -77,26 +77,33 @@ impl<'t> Canonical<'t> {
 
     /// A line break and the indent of `depth`.
     fn line(&mut self, depth: usize) -> bool {
+        const INDENT: &[u8] = b"                                                                ";
         let end = self.at + 1 + 2 * depth;
-        let found = self
-            .bytes
-            .get(self.at..end)
-            .is_some_and(|l| l[0] == b'\n' && l[1..].iter().all(|&c| c == b' '));
+        let found = self.bytes.get(self.at..end).is_some_and(|l| {
+            l[0] == b'\n'
+                && match INDENT.get(..2 * depth) {
+                    Some(pad) => l[1..] == *pad,
+                    None => l[1..].iter().all(|&c| c == b' '),
+                }
+        });
         if found {
             self.at = end;
         }
         found
     }
 
-    /// A string whose escapes are serde_json's; its raw content.
-    fn string(&mut self) -> Option<&'t [u8]> {
+    /// A string whose escapes are serde_json's; its raw content, and whether it holds
+    /// an escape.
+    fn string(&mut self) -> Option<(&'t [u8], bool)> {
         let start = self.at + 1;
         let mut i = start;
+        let mut escaped = false;
         loop {
             i += memchr::memchr2(b'"', b'\\', self.bytes.get(i..)?)?;
             if self.bytes[i] == b'"' {
                 break;
             }
+            escaped = true;
             match self.bytes.get(i + 1)? {
                 b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f' => i += 2,
                 b'u' => {
@@ -122,7 +129,7 @@ impl<'t> Canonical<'t> {
             }
         }
         self.at = i + 1;
-        Some(&self.bytes[start..i])
+        Some((&self.bytes[start..i], escaped))
     }
 
     /// A number in the form its parse prints: an `i64` as itoa prints it, any other
@@ -133,6 +140,21 @@ impl<'t> Canonical<'t> {
             .iter()
             .position(|c| !matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
             .unwrap_or(rest.len());
+        // An integer of up to 18 digits is an `i64` itoa prints as it is written unless
+        // it has a leading zero or is `-0`.
+        let (sign, digits) = match rest[..len].split_first() {
+            Some((b'-', digits)) => (true, digits),
+            _ => (false, &rest[..len]),
+        };
+        if (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+            self.at += len;
+            let zero = digits[0] == b'0';
+            return if zero {
+                digits.len() == 1 && !sign
+            } else {
+                true
+            };
+        }
         let Ok(token) = std::str::from_utf8(&rest[..len]) else {
             return false;
         };
@@ -174,7 +196,7 @@ impl<'t> Canonical<'t> {
                 return false;
             }
             // A key with an escape is compared as the reprint compares it (decoded).
-            let Some(key) = self.string().filter(|k| !k.contains(&b'\\')) else {
+            let Some((key, false)) = self.string() else {
                 return false;
             };
             if last.is_some_and(|l| l >= key) {
@@ -478,6 +500,11 @@ mod tests {
             ("{\n   \"a\": 1\n}", false),
             ("[\n  1.0e2\n]", false),
             ("[\n  -0\n]", false),
+            ("[\n  0,\n  -7,\n  120,\n  -999999999999999999\n]", true),
+            ("[\n  007\n]", false),
+            ("[\n  -01\n]", false),
+            ("[\n  9223372036854775807\n]", true),
+            ("[\n  9223372036854775808\n]", false),
             ("[\n  18446744073709551615\n]", false),
             ("\"\\u00e9\"", false),
             ("\"\\/\"", false),

@@ -1228,6 +1228,11 @@ mod tests {
                 let whole = run(parse_json(&text).expect("parses"));
                 let left = run(leaving(&machine, &text).expect("parses"));
                 assert!(left.is::<Unread>(), "still unread");
+                // Unlike the list before the pushes, and like itself, either way round.
+                let before = leaving(&machine, &text).expect("parses");
+                let before = before.read_lock::<Map>().expect("a map")["next_proposals"].clone();
+                assert!(!same(&left, &before) && !same(&before, &left));
+                assert!(same(&left, &whole) && same(&whole, &left) && same(&left, &left));
                 assert_eq!(to_json(&whole), to_json(&left));
                 assert_eq!(
                     crate::engine::pretty::pretty_at(&whole, 1, &mut true),
