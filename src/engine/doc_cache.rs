@@ -353,15 +353,6 @@ fn load_with(
     Ok(Some(remember(value, source)))
 }
 
-/// Forgets the document kept for `path` (its text and value go once nothing else holds
-/// them).
-pub fn forget(path: &str) {
-    CACHE.with(|c| {
-        c.borrow_mut()
-            .retain(|d| d.source.as_ref().is_none_or(|s| s.path != path));
-    });
-}
-
 /// Keeps `value` as the document of the JSON file at `path`, which was just written
 /// as `printed` (a step's new state: the next phase reads it without parsing it). A
 /// value the text does not give back as it is (a non-finite number prints as `null`)

@@ -472,12 +472,6 @@ fn apply_outcome(
     }
     crate::engine::timing::mark("validate handoff");
     let applies = found.is_empty() && !outcome.is_error && outcome.state_changed;
-    if applies && outcome.new_state.as_ref().is_some_and(Dynamic::is_map) {
-        // The state the phase replaces is not read again: its text and values go before
-        // the new one is printed (for a large state, 12 MB less at the peak).
-        *state = None;
-        crate::engine::doc_cache::forget(layout(machine, "state"));
-    }
     let (printed, state_text) = print_outcome(&outcome, applies)
         .map_err(|e| format!("{}: cannot write state: {e}", layout(machine, "state")))?;
     crate::engine::timing::mark("print handoff and state");
