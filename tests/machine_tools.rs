@@ -969,6 +969,19 @@ fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
     );
     let (code, out) = t.check();
     assert_eq!(code, 0, "{out}");
+    // `max_suffix(prefix)` reads whole items (their text): a use.
+    let t = Tables::new();
+    t.edit(
+        "agents/background-control.yaml",
+        "pool_size: = state.current_proposals.len()",
+        "pool_size: = state.current_proposals.len()\n          top: = state.current_proposals.max_suffix(\"p\")",
+    );
+    assert_finding(
+        &t,
+        "agents/background-control.yaml",
+        "unread-field-used",
+        &["plan_background_work", "`current_proposals`"],
+    );
     // `len()` of a field whose rule checks no items is a use.
     let t = Tables::new();
     t.edit(

@@ -23,7 +23,7 @@
 //! The running phase's `unread:` column lives here too ([`leave_unread`]): a document
 //! parsed for a phase leaves the declared fields unread ([`load_leaving`]). A kept
 //! document may hold fields unread that a later phase of the step reads (the step reads
-//! its state leaving what every phase of its machine state leaves): that phase builds
+//! its state leaving what the phase it guesses will run leaves): that phase builds
 //! them in the value lent to it, and so in the kept document
 //! ([`crate::engine::unread::materialize_fields`]).
 

@@ -113,7 +113,10 @@ impl CompiledSchema {
                     let read = view
                         .read_lock::<rhai::Array>()
                         .map_or(0, |items| items.len());
-                    if let Some(item_rule) = &rule.items {
+                    // (A list its rule does not type as one has its items unchecked.)
+                    let allowed = allowed_types(rule);
+                    let typed = allowed.is_empty() || allowed.iter().any(|t| has_type(&view, t));
+                    if let Some(item_rule) = rule.items.as_ref().filter(|_| typed) {
                         for (i, item) in appended.iter().enumerate() {
                             let at = Path::Index(path, read + i);
                             self.check_value(&at, item_rule, item, issues);
@@ -124,11 +127,7 @@ impl CompiledSchema {
             }
             return;
         }
-        let allowed: &[String] = match &rule.types {
-            TypeSpec::Any => &[],
-            TypeSpec::One(t) => std::slice::from_ref(t),
-            TypeSpec::Many(ts) => ts,
-        };
+        let allowed = allowed_types(rule);
         if !allowed.is_empty() && !allowed.iter().any(|t| has_type(value, t)) {
             issues.push(format!(
                 "{path}: expected {}, got {}",
@@ -275,6 +274,15 @@ pub fn is_placeholder(rules: &Placeholders, s: &str) -> bool {
             .contains_all
             .iter()
             .any(|group| !group.is_empty() && group.iter().all(|p| s.contains(p.as_str())))
+}
+
+/// The types `rule` allows (none named: any).
+fn allowed_types(rule: &FieldRule) -> &[String] {
+    match &rule.types {
+        TypeSpec::Any => &[],
+        TypeSpec::One(t) => std::slice::from_ref(t),
+        TypeSpec::Many(ts) => ts,
+    }
 }
 
 fn has_type(value: &Dynamic, t: &str) -> bool {

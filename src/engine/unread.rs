@@ -12,11 +12,15 @@
 //! item fields the rule types as scalars, from what the scan built.
 //!
 //! A `metaopt agent` phase, with or without `--apply-state`, leaves its declared fields
-//! unread. A step reads its state once, leaving unread the fields every phase of its
-//! machine state declares unread (none, when the state cannot be told from the
-//! text); the first phase of the step that reads such a field
-//! has it parsed then ([`materialize_fields`]), in the kept document, for the phases
-//! after it.
+//! unread. A step reads its state once, leaving unread the fields of the phase its
+//! guards will likely choose (none, when the state cannot be told from the text); the
+//! first phase of the step that reads such a field has it parsed then
+//! ([`materialize_fields`]), in the kept document, for the phases after it.
+//!
+//! An unread list also answers `string_set` and `max_suffix` of an item field (that
+//! field alone read from the text), and grows without being read: items appended
+//! (`append:`, `push`) are kept built beside the text, printed after it, checked after
+//! the view and seen by every question above.
 
 use crate::engine::doc::{MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level};
 use crate::machine::model::FieldRule;

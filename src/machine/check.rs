@@ -1096,17 +1096,22 @@ fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -
         let Some(fields) = answers else {
             return false;
         };
-        if [".len()", ".string_set(", ".max_suffix("]
-            .iter()
-            .any(|call| rest.starts_with(call))
-        {
+        if rest.starts_with(".len()") || rest.starts_with(".string_set(") {
             return true;
         }
-        rest.strip_prefix(".join_field(")
-            .map(str::trim_start)
-            .and_then(|arg| arg.strip_prefix('"'))
-            .and_then(|arg| arg.split_once('"'))
-            .is_some_and(|(name, _)| fields.iter().any(|f| f == name))
+        // The first argument, a string literal, and what follows it.
+        let named = |call: &str| {
+            rest.strip_prefix(call)
+                .map(str::trim_start)
+                .and_then(|arg| arg.strip_prefix('"'))
+                .and_then(|arg| arg.split_once('"'))
+        };
+        // `max_suffix(field, prefix)` reads one item field; `max_suffix(prefix)` reads
+        // whole items.
+        if named(".max_suffix(").is_some_and(|(_, after)| after.trim_start().starts_with(',')) {
+            return true;
+        }
+        named(".join_field(").is_some_and(|(name, _)| fields.iter().any(|f| f == name))
     };
     let mentions = |text: &str| {
         text == field
@@ -1131,36 +1136,39 @@ fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -
         // Each string of the step, so that escaping cannot hide or fake a quote.
         let mut yaml = serde_yaml::to_value(step).ok()?;
         if answers.is_some() {
-            writes_unnamed(&mut yaml, field);
+            let written = writes_unnamed(&mut yaml, field);
+            if written.iter().flat_map(strings_of).any(&mentions) {
+                return Some(what);
+            }
         }
         strings_of(&yaml).any(&mentions).then_some(what)
     })
 }
 
-/// `step` with `field`'s own key under `append:` and `set:` taken out, its value kept:
-/// an unread list grows, and a field is replaced whole, without being read (a dotted
-/// key below the field still reads it).
-fn writes_unnamed(step: &mut Yaml, field: &str) {
+/// Takes `field`'s own key out from under `append:` and `set:` in `step`, and returns
+/// the values it had (they are still scanned): an unread list grows, and a field is
+/// replaced whole, without being read (a dotted key below the field still reads it).
+fn writes_unnamed(step: &mut Yaml, field: &str) -> Vec<Yaml> {
     // (Also in a merged mapping: `set: { <<: *close, .. }`.)
-    fn unname(writes: &mut Yaml, field: &str) {
+    fn unname(writes: &mut Yaml, field: &str, values: &mut Vec<Yaml>) {
         if let Yaml::Sequence(merged) = writes {
-            merged.iter_mut().for_each(|m| unname(m, field));
+            merged.iter_mut().for_each(|m| unname(m, field, values));
         }
         let Yaml::Mapping(writes) = writes else {
             return;
         };
-        if let Some(value) = writes.remove(field) {
-            writes.insert(Yaml::Null, value);
-        }
+        values.extend(writes.remove(field));
         if let Some(merged) = writes.get_mut("<<") {
-            unname(merged, field);
+            unname(merged, field, values);
         }
     }
+    let mut values = Vec::new();
     for entry in ["append", "set"] {
         if let Some(writes) = step.get_mut(entry) {
-            unname(writes, field);
+            unname(writes, field, &mut values);
         }
     }
+    values
 }
 
 /// Every string of `v`, keys included.
