@@ -929,25 +929,20 @@ fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
     );
     // What an unread list answers is not a use: `len()`, and `join_field` of an item
     // field its rule types as a scalar; `join_field` of another field is.
-    let t = Tables::new();
-    let bind = |field: &str| {
-        format!(
-            "pool_size: = state.current_proposals.len()\n          ids: = state.current_proposals.join_field(\"{field}\", \", \")"
-        )
+    // (`binding(x)`: plan_background_work, which leaves the pools unread, also binds `x`.)
+    let binding = |extra: &str| {
+        let t = Tables::new();
+        t.edit(
+            "agents/background-control.yaml",
+            "pool_size: = state.current_proposals.len()",
+            &format!("pool_size: = state.current_proposals.len()\n          {extra}"),
+        );
+        t
     };
-    t.edit(
-        "agents/background-control.yaml",
-        "pool_size: = state.current_proposals.len()",
-        &bind("proposal_id"),
-    );
+    let t = binding(r#"ids: = state.current_proposals.join_field("proposal_id", ", ")"#);
     let (code, out) = t.check();
     assert_eq!(code, 0, "{out}");
-    let t = Tables::new();
-    t.edit(
-        "agents/background-control.yaml",
-        "pool_size: = state.current_proposals.len()",
-        &bind("rationale"),
-    );
+    let t = binding(r#"ids: = state.current_proposals.join_field("rationale", ", ")"#);
     assert_finding(
         &t,
         "agents/background-control.yaml",
@@ -956,11 +951,9 @@ fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
     );
     // `string_set` and `max_suffix` of any item field are answered too, and replacing
     // the field whole (`set:` of its own key) or appending to it does not read it.
-    let t = Tables::new();
-    t.edit(
-        "agents/background-control.yaml",
-        "pool_size: = state.current_proposals.len()",
-        "pool_size: = state.current_proposals.len()\n          seen: = state.next_proposals.string_set(\"rationale\")\n          top: = state.current_proposals.max_suffix(\"proposal_id\", \"p\")",
+    let t = binding(
+        r#"seen: = state.next_proposals.string_set("rationale")
+          top: = state.current_proposals.max_suffix("proposal_id", "p")"#,
     );
     t.edit(
         "agents/background-control.yaml",
@@ -970,12 +963,7 @@ fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
     let (code, out) = t.check();
     assert_eq!(code, 0, "{out}");
     // `max_suffix(prefix)` reads whole items (their text): a use.
-    let t = Tables::new();
-    t.edit(
-        "agents/background-control.yaml",
-        "pool_size: = state.current_proposals.len()",
-        "pool_size: = state.current_proposals.len()\n          top: = state.current_proposals.max_suffix(\"p\")",
-    );
+    let t = binding(r#"top: = state.current_proposals.max_suffix("p")"#);
     assert_finding(
         &t,
         "agents/background-control.yaml",

@@ -114,9 +114,7 @@ impl CompiledSchema {
                         .read_lock::<rhai::Array>()
                         .map_or(0, |items| items.len());
                     // (A list its rule does not type as one has its items unchecked.)
-                    let allowed = allowed_types(rule);
-                    let typed = allowed.is_empty() || allowed.iter().any(|t| has_type(&view, t));
-                    if let Some(item_rule) = rule.items.as_ref().filter(|_| typed) {
+                    if let Some(item_rule) = rule.items.as_ref().filter(|_| typed(rule, &view)) {
                         for (i, item) in appended.iter().enumerate() {
                             let at = Path::Index(path, read + i);
                             self.check_value(&at, item_rule, item, issues);
@@ -127,8 +125,8 @@ impl CompiledSchema {
             }
             return;
         }
-        let allowed = allowed_types(rule);
-        if !allowed.is_empty() && !allowed.iter().any(|t| has_type(value, t)) {
+        if !typed(rule, value) {
+            let allowed = allowed_types(rule);
             issues.push(format!(
                 "{path}: expected {}, got {}",
                 allowed.join(" or "),
@@ -274,6 +272,12 @@ pub fn is_placeholder(rules: &Placeholders, s: &str) -> bool {
             .contains_all
             .iter()
             .any(|group| !group.is_empty() && group.iter().all(|p| s.contains(p.as_str())))
+}
+
+/// Whether `value` has a type `rule` allows (any, when it names none).
+fn typed(rule: &FieldRule, value: &Dynamic) -> bool {
+    let allowed = allowed_types(rule);
+    allowed.is_empty() || allowed.iter().any(|t| has_type(value, t))
 }
 
 /// The types `rule` allows (none named: any).

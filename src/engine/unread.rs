@@ -102,11 +102,14 @@ impl Unread {
     /// parsed when it was read, so this fails only on a bug; the error then stops the
     /// write instead of putting anything else in the file.
     pub fn value(&self) -> Result<Dynamic, String> {
-        let mut parsed = parse_fields(&self.text, &[&self.name])?;
-        let value = parsed
+        Ok(self.with_appended_items(self.text_value()?))
+    }
+
+    /// The value of the field's text, parsed now (without the appended items).
+    fn text_value(&self) -> Result<Dynamic, String> {
+        parse_fields(&self.text, &[&self.name])?
             .remove(&*self.name)
-            .ok_or_else(|| no_longer_parses(&self.name))?;
-        Ok(self.with_appended_items(value))
+            .ok_or_else(|| no_longer_parses(&self.name))
     }
 
     /// `parsed` (the text's value) with the appended items added.
@@ -178,18 +181,8 @@ impl Unread {
         // A file we wrote holds the field as it is printed here: copied, not read again
         // (deeper, as in a handoff's state patch, each line indented further).
         let printed = match layout {
-            Some(depth) if depth == FIELD_DEPTH && self.is_canonical() => {
-                out.push_str(text);
-                true
-            }
-            Some(depth) if depth > FIELD_DEPTH && self.is_canonical() => {
+            Some(depth) if depth >= FIELD_DEPTH && self.is_canonical() => {
                 indent_lines(out, text, depth - FIELD_DEPTH);
-                true
-            }
-            Some(depth)
-                if depth != FIELD_DEPTH && crate::engine::reprint::is_canonical(text, depth) =>
-            {
-                out.push_str(text);
                 true
             }
             _ => crate::engine::reprint::reprint(out, text, layout),
@@ -197,34 +190,28 @@ impl Unread {
         if !printed || self.appended.is_empty() {
             return printed;
         }
-        // The appended items, printed as a list is, take the place of the closing bracket
-        // (`[a]` + `[b]` is `[a,b]` in either layout; `[]` + `[b]` is `[b]`).
-        let mut tail = String::from("[");
-        for (i, item) in self.appended.iter().enumerate() {
-            crate::engine::pretty::open_entry(&mut tail, i == 0, layout);
-            let deeper = crate::engine::pretty::deeper(layout);
-            if crate::engine::pretty::write_value(&mut tail, item, deeper, faithful).is_err() {
-                out.truncate(start);
-                return false;
-            }
-        }
-        crate::engine::pretty::close(&mut tail, ']', layout);
-        // What closes a non-empty list at `layout` (see `pretty::close`).
-        let close = match layout {
-            Some(depth) => format!("\n{}]", "  ".repeat(depth)),
-            None => "]".to_string(),
-        };
-        if out[start..] == *"[]" {
-            out.truncate(start);
-            out.push_str(&tail);
+        // The appended items go where the closing bracket was, as the entries after the
+        // text's (`[a]` and `b` make `[a,b]` in either layout; `[]` and `b` make `[b]`).
+        let mut close = String::new();
+        crate::engine::pretty::close(&mut close, ']', layout);
+        let empty = out[start..] == *"[]";
+        if empty {
+            out.truncate(out.len() - 1);
         } else if out[start..].ends_with(&close) {
             out.truncate(out.len() - close.len());
-            out.push(',');
-            out.push_str(&tail[1..]);
         } else {
             out.truncate(start);
             return false;
         }
+        let deeper = crate::engine::pretty::deeper(layout);
+        for (i, item) in self.appended.iter().enumerate() {
+            crate::engine::pretty::open_entry(out, empty && i == 0, layout);
+            if crate::engine::pretty::write_value(out, item, deeper, faithful).is_err() {
+                out.truncate(start);
+                return false;
+            }
+        }
+        out.push_str(&close);
         true
     }
 
@@ -264,7 +251,7 @@ impl Unread {
     /// The `field` of each item that has one (a map holding it), as a one-entry map, in
     /// order, the appended items' too: what the list primitives that read one item field
     /// (`string_set`, `max_suffix`) see of the whole list. From the scan when it kept
-    /// `field` exactly, else read from the text (that field alone is built).
+    /// `field` exactly, else from the text ([`Unread::scan_item_field`]).
     pub fn item_field(&self, field: &str) -> Result<Array, String> {
         let kept = self
             .outline
@@ -286,16 +273,22 @@ impl Unread {
         Ok(items)
     }
 
-    /// [`Unread::item_field`] of the text's items, read from the text.
+    /// [`Unread::item_field`] of the text's items: found by line in our layout, else from
+    /// the parsed list.
     fn scan_item_field(&self, field: &str) -> Result<Array, String> {
         let range = self.range().ok_or_else(|| no_longer_parses(&self.name))?;
         if self.is_canonical() {
             return self.item_field_in_layout(&self.text[range], field);
         }
-        let mut de = serde_json::Deserializer::from_str(&self.text[range]);
-        ItemField(field)
-            .deserialize(&mut de)
-            .map_err(|_| no_longer_parses(&self.name))
+        // Another layout (a file metaopt did not write): the list is parsed.
+        let items = self.text_value()?;
+        let items = items.read_lock::<Array>();
+        Ok(items.map_or_else(Array::new, |items| {
+            items
+                .iter()
+                .filter_map(|item| one_field(item, field))
+                .collect()
+        }))
     }
 
     /// [`Unread::item_field`] of a list's text in our layout at [`FIELD_DEPTH`]: an item's
@@ -540,6 +533,10 @@ const FIELD_DEPTH: usize = 1;
 /// Appends `text` with `extra` levels of indentation after each line break (a JSON text
 /// holds a line break only between tokens).
 fn indent_lines(out: &mut String, text: &str, extra: usize) {
+    if extra == 0 {
+        out.push_str(text);
+        return;
+    }
     let pad = "  ".repeat(extra);
     let mut lines = text.split('\n');
     if let Some(first) = lines.next() {
@@ -564,83 +561,6 @@ fn one_entry(field: &str, value: Dynamic) -> Dynamic {
     let mut one = Map::new();
     one.insert(field.into(), value);
     Dynamic::from_map(one)
-}
-
-/// Reads a list's items as [`one_field`] of each that has the field (built as a parse
-/// builds it, the last of repeated keys winning as in a parse; anything else skipped).
-struct ItemField<'f>(&'f str);
-
-impl<'de> DeserializeSeed<'de> for ItemField<'_> {
-    type Value = Array;
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Array, D::Error> {
-        de.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ItemField<'_> {
-    type Value = Array;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON list")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Array, A::Error> {
-        let mut items = Array::new();
-        while let Some(item) = seq.next_element_seed(OneField(self.0))? {
-            if !item.is_unit() {
-                items.push(item);
-            }
-        }
-        Ok(items)
-    }
-}
-
-/// One item of [`ItemField`].
-struct OneField<'f>(&'f str);
-
-impl<'de> DeserializeSeed<'de> for OneField<'_> {
-    type Value = Dynamic;
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Dynamic, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OneField<'_> {
-    type Value = Dynamic;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Dynamic, E> {
-        Ok(Dynamic::UNIT)
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Dynamic, E> {
-        Ok(Dynamic::UNIT)
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Dynamic, E> {
-        Ok(Dynamic::UNIT)
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Dynamic, E> {
-        Ok(Dynamic::UNIT)
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Dynamic, E> {
-        Ok(Dynamic::UNIT)
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Dynamic, E> {
-        Ok(Dynamic::UNIT)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Dynamic, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Dynamic::UNIT)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Dynamic, A::Error> {
-        let mut found = None;
-        while let Some(key) = entries.next_key_seed(MapKey)? {
-            if key.as_str() == self.0 {
-                found = Some(entries.next_value_seed(ScriptValue)?);
-            } else {
-                entries.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found.map_or(Dynamic::UNIT, |value| one_entry(self.0, value)))
-    }
 }
 
 /// Goes over a value without building it, through serde's own recursion and number
