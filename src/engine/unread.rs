@@ -799,6 +799,26 @@ mod tests {
         parse_json_leaving(&Rc::new(text.to_string()), &rules)
     }
 
+    /// `script` run with `state` bound (or the error's text).
+    fn eval_with(machine: &Machine, state: Dynamic, script: &str) -> Result<Dynamic, String> {
+        let mut scope = rhai::Scope::new();
+        scope.push("state", state);
+        machine
+            .sandbox
+            .engine
+            .eval_with_scope::<Dynamic>(&mut scope, script)
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`eval_with`], its result as JSON.
+    fn eval_json(
+        machine: &Machine,
+        state: &Dynamic,
+        script: &str,
+    ) -> Result<serde_json::Value, String> {
+        eval_with(machine, state.clone(), script).map(|v| to_json(&v))
+    }
+
     fn issues(machine: &Machine, doc: &Dynamic) -> Vec<String> {
         crate::engine::sandbox::schema_issues(
             &machine.sandbox.engine,
@@ -955,16 +975,7 @@ mod tests {
     fn an_unread_list_answers_its_length_and_scalar_item_fields_as_the_whole_list() {
         let machine = Machine::load(None).expect("embedded tables load");
         let text = state_text(RICH, r#"[{"proposal_id": "n-1"}, {"proposal_id": "n-2"}]"#);
-        let eval = |state: &Dynamic, script: &str| {
-            let mut scope = rhai::Scope::new();
-            scope.push("state", state.clone());
-            machine
-                .sandbox
-                .engine
-                .eval_with_scope::<Dynamic>(&mut scope, script)
-                .map(|v| to_json(&v))
-                .map_err(|e| e.to_string())
-        };
+        let eval = |state: &Dynamic, script: &str| eval_json(&machine, state, script);
         let whole = parse_json(&text).expect("parses");
         let left = leaving(&machine, &text).expect("parses");
         for script in [
@@ -1037,16 +1048,7 @@ mod tests {
             r#"state.next_proposals.join_field("proposal_id", ",")"#,
             r#"state.current_proposals.join_field("proposal_id", ",")"#,
         ];
-        let eval = |state: &Dynamic, script: &str| {
-            let mut scope = rhai::Scope::new();
-            scope.push("state", state.clone());
-            machine
-                .sandbox
-                .engine
-                .eval_with_scope::<Dynamic>(&mut scope, script)
-                .map(|v| to_json(&v))
-                .map_err(|e| e.to_string())
-        };
+        let eval = |state: &Dynamic, script: &str| eval_json(&machine, state, script);
         // Each state as built here (pools in another layout), and printed in ours (pools
         // copied, indented further, and searched by line).
         let texts = pools.iter().flat_map(|next| {
@@ -1140,15 +1142,7 @@ mod tests {
                 text.clone(),
                 print_pretty(&parse_json(&text).unwrap()).unwrap().text,
             ] {
-                let run = |state: Dynamic| {
-                    let mut scope = rhai::Scope::new();
-                    scope.push("state", state);
-                    machine
-                        .sandbox
-                        .engine
-                        .eval_with_scope::<Dynamic>(&mut scope, script)
-                        .expect(script)
-                };
+                let run = |state: Dynamic| eval_with(&machine, state, script).expect(script);
                 let whole = run(parse_json(&text).expect("parses"));
                 let left = run(leaving(&machine, &text).expect("parses"));
                 assert!(left.is::<Unread>(), "still unread");
