@@ -412,6 +412,20 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
         }
     }
     assert!(stripped_tables >= 4, "the tables declare unread fields");
+    // A third copy whose rollover plan reads the pools: at ROLL_ITERATION its phases
+    // leave different fields unread, and a step guesses its phase before reading.
+    let mut guess = Project::example();
+    let g = guess
+        .own_machine()
+        .join("agents/iteration-close-control.yaml");
+    let table = std::fs::read_to_string(&g).expect("table");
+    let plan_unread = "    unread: { state: [current_proposals, next_proposals] }
+    steps:
+      - use: require-load
+      - use: require-state
+      - name: rollover-planned";
+    assert!(table.contains(plan_unread), "the plan's unread column");
+    std::fs::write(&g, table.replacen(plan_unread, &plan_unread[59..], 1)).expect("write");
     let remote = "metaopt-remote-execution-control";
     let background = "metaopt-background-control";
     let close = "metaopt-iteration-close-control";
@@ -433,10 +447,16 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
             "metaopt-background-control",
             "plan_background_work",
         ),
+        (
+            "SELECT_AND_DESIGN_SWEEP",
+            "metaopt-select-design",
+            "finalize_select_design",
+        ),
         ("LOCAL_SANITY", remote, "gate_local_sanity"),
         ("LAUNCH_SWEEP", remote, "plan_launch"),
         ("WAIT_FOR_SWEEP", remote, "poll_sweep"),
         ("ANALYZE", remote, "analyze"),
+        ("ROLL_ITERATION", close, "plan_roll_iteration"),
         ("ROLL_ITERATION", close, "gate_roll_iteration"),
         ("WAIT_FOR_PROPOSALS", background, "gate_background_work"),
     ];
@@ -515,6 +535,15 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
                 reset(&whole, state_text);
                 let (a, b) = (p.run(args), whole.run(args));
                 assert!(a.status.success(), "{args:?} {layout}: {}", text(&a));
+                if args.contains(&"finalize_select_design") {
+                    // The winner is looked up in the pool, and found.
+                    assert!(text(&a).contains("sweep config final"), "{}", text(&a));
+                }
+                if args.contains(&"plan_roll_iteration") {
+                    // Survivors picked and carried (the pools hold some by then).
+                    assert!(text(&a).contains("proposal(s) carried"), "{}", text(&a));
+                    assert!(!text(&a).contains(" 0 proposal(s) carried"), "{}", text(&a));
+                }
                 assert_eq!(text(&a), text(&b), "{args:?} {layout}: output");
                 // The journal names each project's own tables (their hash): the rest of
                 // each line must match.
@@ -534,16 +563,31 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
                     }
                     files
                 };
-                let (sa, sb) = (files(&p), files(&whole));
-                let differ: Vec<&String> = sa
-                    .keys()
-                    .chain(sb.keys())
-                    .filter(|k| sa.get(*k) != sb.get(*k))
-                    .collect();
+                let differ = |a: &Project, b: &Project| {
+                    let (sa, sb) = (files(a), files(b));
+                    let keys: Vec<String> = sa
+                        .keys()
+                        .chain(sb.keys())
+                        .filter(|k| sa.get(*k) != sb.get(*k))
+                        .cloned()
+                        .collect();
+                    keys
+                };
+                let found = differ(&p, &whole);
                 assert!(
-                    differ.is_empty(),
-                    "{args:?} {layout}: files differ: {differ:?}"
+                    found.is_empty(),
+                    "{args:?} {layout}: files differ: {found:?}"
                 );
+                if args == ["step"] {
+                    reset(&guess, state_text);
+                    let c = guess.run(args);
+                    assert_eq!(text(&c), text(&b), "{state} {layout}: a guessing step");
+                    let found = differ(&guess, &whole);
+                    assert!(
+                        found.is_empty(),
+                        "{state} {layout}: a guessing step: {found:?}"
+                    );
+                }
             }
         }
         // The simulation goes on from where it was.

@@ -894,12 +894,14 @@ fn docs_reject_unknown_and_unterminated_regions() {
 #[test]
 fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
     let t = Tables::new();
-    // plan_select_design prints the current pool: declaring it unread is a finding
-    // (its `.len()` alone would not be: an unread list answers that).
+    // plan_select_design counts and prints the current pool, which an unread list
+    // answers (`len()`, `to_json()`); handing the field itself on is a use.
+    let (code, out) = t.check();
+    assert_eq!(code, 0, "{out}");
     t.edit(
         "agents/select-design.yaml",
-        "unread: { state: [next_proposals] }",
-        "unread: { state: [current_proposals, next_proposals] }",
+        "pool_json: state.current_proposals.to_json()",
+        "pool_json: state.current_proposals",
     );
     assert_finding(
         &t,
@@ -949,11 +951,14 @@ fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
         "unread-field-used",
         &["plan_background_work", "`current_proposals`"],
     );
-    // `string_set` and `max_suffix` of any item field are answered too, and replacing
-    // the field whole (`set:` of its own key) or appending to it does not read it.
+    // `string_set`, `max_suffix` and `has_item` of any item field are answered too, and
+    // so is `to_json()`; replacing the field whole (`set:` of its own key) or appending
+    // to it does not read it.
     let t = binding(
         r#"seen: = state.next_proposals.string_set("rationale")
-          top: = state.current_proposals.max_suffix("proposal_id", "p")"#,
+          top: = state.current_proposals.max_suffix("proposal_id", "p")
+          found: = state.next_proposals.has_item("proposal_id", "p-1")
+          printed: = state.current_proposals.to_json()"#,
     );
     t.edit(
         "agents/background-control.yaml",

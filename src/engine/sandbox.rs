@@ -707,6 +707,28 @@ fn max_suffix_of(items: &Array, field: &str, prefix: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Where the items of `unseen_items` are in `items`: those whose string `item[field]`
+/// is not a key of `seen`, each value once (the first wins); items without a string
+/// `field` are kept.
+pub(crate) fn unseen_indices(items: &[Dynamic], field: &str, seen: &Map) -> Vec<usize> {
+    let mut taken = std::collections::HashSet::new();
+    (0..items.len())
+        .filter(|&i| match field_string(&items[i], field) {
+            Some(key) => !seen.contains_key(key.as_str()) && taken.insert(key),
+            None => true,
+        })
+        .collect()
+}
+
+/// Whether an item of `items` is a map whose `field` is the same as `value`.
+fn has_item_of(items: &Array, field: &str, value: &Dynamic) -> bool {
+    items.iter().any(|item| {
+        item.read_lock::<Map>()
+            .and_then(|m| m.get(field).map(|v| crate::engine::doc::same(v, value)))
+            .unwrap_or(false)
+    })
+}
+
 /// The string values of `item[field]` as the keys of a map (a set).
 fn string_set_of(items: &Array, field: &str) -> Map {
     let mut set = Map::new();
@@ -770,6 +792,45 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
         |u: &mut Unread, field: &str, prefix: &str| -> Result<i64, Box<EvalAltResult>> {
             let items = u.item_field(field).map_err(err)?;
             Ok(max_suffix_of(&items, field, prefix))
+        },
+    );
+    // A selection of an unread list, and two joined, are unread lists (see
+    // `Unread::unseen_items`): their items' texts are copied when they can be.
+    engine.register_fn(
+        "unseen_items",
+        |u: &mut Unread, field: &str, seen: Map| -> Result<Unread, Box<EvalAltResult>> {
+            u.unseen_items(field, &seen).map_err(err)
+        },
+    );
+    engine.register_fn(
+        "+=",
+        |u: &mut Unread, other: Unread| -> Result<(), Box<EvalAltResult>> {
+            if let Some(joined) = u.followed_by(&other) {
+                *u = joined;
+                return Ok(());
+            }
+            let items = other.value().map_err(err)?;
+            let items = items
+                .read_lock::<Array>()
+                .ok_or_else(|| err(other.refusal()))?;
+            items
+                .iter()
+                .try_for_each(|item| u.push(item.clone()).map_err(err))
+        },
+    );
+    engine.register_fn(
+        "+=",
+        |u: &mut Unread, items: Array| -> Result<(), Box<EvalAltResult>> {
+            items
+                .into_iter()
+                .try_for_each(|item| u.push(item).map_err(err))
+        },
+    );
+    engine.register_fn(
+        "has_item",
+        |u: &mut Unread, field: &str, value: Dynamic| -> Result<bool, Box<EvalAltResult>> {
+            let items = u.item_field(field).map_err(err)?;
+            Ok(has_item_of(&items, field, &value))
         },
     );
     for name in ["to_string", "to_debug"] {
@@ -925,11 +986,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     engine.register_fn(
         "has_item",
         |items: &mut Array, field: &str, value: Dynamic| -> bool {
-            items.iter().any(|item| {
-                item.read_lock::<Map>()
-                    .and_then(|m| m.get(field).map(|v| crate::engine::doc::same(v, &value)))
-                    .unwrap_or(false)
-            })
+            has_item_of(items, field, &value)
         },
     );
     // The items whose string `item[field]` is not a key of `seen`, each value once (the
@@ -937,17 +994,10 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     engine.register_fn(
         "unseen_items",
         |items: &mut Array, field: &str, seen: Map| -> Array {
-            let mut taken = std::collections::HashSet::new();
-            let mut out = Array::new();
-            for item in items.iter() {
-                if let Some(key) = field_string(item, field)
-                    && (seen.contains_key(key.as_str()) || !taken.insert(key))
-                {
-                    continue;
-                }
-                out.push(item.clone());
-            }
-            out
+            unseen_indices(items, field, &seen)
+                .into_iter()
+                .map(|i| items[i].clone())
+                .collect()
         },
     );
     engine.register_fn("append_unique", |list: Array, extra: Array| -> Array {

@@ -4,8 +4,8 @@
 //! field is scanned instead of built: its JSON syntax is checked with the rest of the
 //! file, what its schema checks is built and checked (a proposal's `proposal_id`, not
 //! its rationale or sweep config), and its text is kept. Wherever the engine needs the
-//! value (`to_json`, a change below the field), it is parsed then from the text; a
-//! state written back prints the field from its text without parsing it
+//! value (a change below the field), it is parsed then from the text; a state written
+//! back, or the field's `to_json()`, prints the field from its text without parsing it
 //! ([`crate::engine::reprint`]). A script that indexes the field or reads a property
 //! of it gets an error naming it. The one exception is exact by construction: an
 //! unread list whose rule checks each item answers `len()` and `join_field` of the
@@ -17,8 +17,8 @@
 //! first phase of the step that reads such a field has it parsed then
 //! ([`materialize_fields`]), in the kept document, for the phases after it.
 //!
-//! An unread list also answers `string_set` and `max_suffix` of an item field (that
-//! field alone read from the text), and grows without being read: items appended
+//! An unread list also answers `string_set`, `max_suffix` and `has_item` of an item
+//! field (that field alone read from the text), and grows without being read: items appended
 //! (`append:`, `push`) are kept built beside the text, printed after it, checked after
 //! the view and seen by every question above.
 
@@ -180,9 +180,13 @@ impl Unread {
         let start = out.len();
         // A file we wrote holds the field as it is printed here: copied, not read again
         // (deeper, as in a handoff's state patch, each line indented further).
+        // (Shallower, as `to_json` of the field prints it, each line less indented.)
         let printed = match layout {
             Some(depth) if depth >= FIELD_DEPTH && self.is_canonical() => {
                 indent_lines(out, text, depth - FIELD_DEPTH);
+                true
+            }
+            Some(depth) if self.is_canonical() && outdent_lines(out, text, FIELD_DEPTH - depth) => {
                 true
             }
             _ => crate::engine::reprint::reprint(out, text, layout),
@@ -250,7 +254,7 @@ impl Unread {
 
     /// The `field` of each item that has one (a map holding it), as a one-entry map, in
     /// order, the appended items' too: what the list primitives that read one item field
-    /// (`string_set`, `max_suffix`) see of the whole list. From the scan when it kept
+    /// (`string_set`, `max_suffix`, `has_item`) see of the whole list. From the scan when it kept
     /// `field` exactly, else from the text ([`Unread::scan_item_field`]).
     pub fn item_field(&self, field: &str) -> Result<Array, String> {
         let kept = self
@@ -339,6 +343,107 @@ impl Unread {
         Ok(())
     }
 
+    /// The items whose string `field` is not a key of `seen`, each value once (what
+    /// `unseen_items` gives of the whole list), as a list still unread. Their texts are
+    /// copied into a list of their own; when that cannot be told from the scan (the
+    /// text not in our layout, `field` not kept exactly, items appended), the list is
+    /// read and the items kept are appended to an empty one (so the answer is always of
+    /// one kind, and `+=` of two such answers joins them).
+    pub fn unseen_items(&self, field: &str, seen: &Map) -> Result<Unread, String> {
+        if let Some(items) = self.item_texts(field)
+            && let Some(view) = self.view.read_lock::<Array>()
+        {
+            let keep = crate::engine::sandbox::unseen_indices(&view, field, seen);
+            let kept = keep.iter().map(|&i| (items[i], view[i].clone()));
+            return Ok(self.with_items(kept, self.nesting));
+        }
+        let value = self.value()?;
+        let items = value.read_lock::<Array>().ok_or_else(|| self.refusal())?;
+        let kept = crate::engine::sandbox::unseen_indices(&items, field, seen);
+        let empty = self.with_items(std::iter::empty(), 0);
+        Ok(empty.appending(kept.into_iter().map(|i| items[i].clone()).collect()))
+    }
+
+    /// The list followed by `other`'s items (as `+=` of the whole lists), still unread;
+    /// `None` when either cannot be split into its items' texts (see
+    /// [`Unread::unseen_items`]) or their schema rules differ.
+    pub fn followed_by(&self, other: &Unread) -> Option<Unread> {
+        if self.rule != other.rule || self.outline != other.outline {
+            return None;
+        }
+        let field = self.outline.as_ref()?.first()?.clone();
+        let (a, b) = (self.item_texts(&field)?, other.item_texts(&field)?);
+        let (a_view, b_view) = (
+            self.view.read_lock::<Array>()?,
+            other.view.read_lock::<Array>()?,
+        );
+        let items = a.into_iter().zip(a_view.iter().cloned());
+        let items = items.chain(b.into_iter().zip(b_view.iter().cloned()));
+        Some(self.with_items(items, self.nesting.max(other.nesting)))
+    }
+
+    /// Each item's text, when the list is in our layout with nothing appended and its
+    /// view holds `field` of every item exactly (one view entry per item).
+    fn item_texts(&self, field: &str) -> Option<Vec<&str>> {
+        let exact = self.outline.as_ref()?.iter().any(|f| f == field);
+        if !exact || !self.appended.is_empty() || !self.is_canonical() {
+            return None;
+        }
+        let count = self.view.read_lock::<Array>()?.len();
+        let items = item_texts(&self.text[self.range()?])?;
+        (items.len() == count).then_some(items)
+    }
+
+    /// A list of `items` (each its text in our layout at an item's depth, and its view
+    /// entry), unread like this one: the texts are copied into a document of their own,
+    /// holding the list under this field's name. `nesting` is the source's (at least
+    /// the items' own, which is all [`Unread::nesting`] is used to bound).
+    fn with_items<'a>(
+        &self,
+        items: impl Iterator<Item = (&'a str, Dynamic)>,
+        nesting: usize,
+    ) -> Unread {
+        let (texts, view): (Vec<&str>, Array) = items.unzip();
+        let name = serde_json::to_string(&*self.name).unwrap_or_default();
+        let pad = "  ".repeat(FIELD_DEPTH + 1);
+        let size: usize = texts.iter().map(|t| t.len() + pad.len() + 2).sum();
+        let mut text = String::with_capacity(size + name.len() + 16);
+        text.push_str("{\n  ");
+        text.push_str(&name);
+        text.push_str(": ");
+        let start = text.len();
+        if texts.is_empty() {
+            text.push_str("[]");
+        } else {
+            text.push('[');
+            for (i, item) in texts.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push('\n');
+                text.push_str(&pad);
+                text.push_str(item);
+            }
+            text.push('\n');
+            text.push_str(&"  ".repeat(FIELD_DEPTH));
+            text.push(']');
+        }
+        let range = start..text.len();
+        text.push_str("\n}\n");
+        let ranges = std::collections::HashMap::from([(self.name.to_string(), range)]);
+        Unread {
+            name: self.name.clone(),
+            text: Rc::new(text),
+            ranges: Rc::new(TextRanges::from(Some(ranges))),
+            canonical: Rc::new(std::cell::OnceCell::from(true)),
+            view: Rc::new(Dynamic::from_array(view)),
+            rule: self.rule.clone(),
+            outline: self.outline.clone(),
+            appended: Rc::new(Array::new()),
+            nesting,
+        }
+    }
+
     /// Whether `other` is the same field of the same text.
     pub fn same_as(&self, other: &Unread) -> bool {
         self.name == other.name
@@ -356,9 +461,9 @@ impl Unread {
     pub fn refusal(&self) -> String {
         format!(
             "field `{}` is declared unread by this phase (`unread:` in its agent table): \
-             remove it there to read it (an unread list answers only `len()`, \
-             `string_set`, `max_suffix`, and `join_field` of an item field its schema \
-             types as a scalar; `push` and `append:` add to it)",
+             remove it there to read it (`to_json()` prints it; an unread list answers \
+             only `len()`, `string_set`, `max_suffix`, `has_item`, and `join_field` of \
+             an item field its schema types as a scalar; `push` and `append:` add to it)",
             self.name
         )
     }
@@ -547,6 +652,57 @@ fn indent_lines(out: &mut String, text: &str, extra: usize) {
         out.push_str(&pad);
         out.push_str(line);
     }
+}
+
+/// Appends `text` with every line after the first `fewer` levels less indented; `false`,
+/// with `out` as it was, when a line is not indented that deep.
+fn outdent_lines(out: &mut String, text: &str, fewer: usize) -> bool {
+    let start = out.len();
+    let pad = "  ".repeat(fewer);
+    let mut lines = text.split('\n');
+    if let Some(first) = lines.next() {
+        out.push_str(first);
+    }
+    for line in lines {
+        let Some(rest) = line.strip_prefix(pad.as_str()) else {
+            out.truncate(start);
+            return false;
+        };
+        out.push('\n');
+        out.push_str(rest);
+    }
+    true
+}
+
+/// The text of each item of `list`, a list's text in our layout at [`FIELD_DEPTH`]: an
+/// item starts a line indented one level deeper than the list (its closing bracket
+/// starts such a line too, and nothing else does), and runs to the comma before the
+/// next item or to the line break before the list's closing bracket.
+fn item_texts(list: &str) -> Option<Vec<&str>> {
+    if list == "[]" {
+        return Some(Vec::new());
+    }
+    let close = format!("\n{}]", "  ".repeat(FIELD_DEPTH));
+    let body = list.strip_prefix('[')?.strip_suffix(close.as_str())?;
+    let pad = format!("\n{}", "  ".repeat(FIELD_DEPTH + 1));
+    let bytes = body.as_bytes();
+    let starts: Vec<usize> = memchr::memmem::find_iter(bytes, pad.as_bytes())
+        .map(|at| at + pad.len())
+        .filter(|&at| !matches!(bytes.get(at), None | Some(b' ' | b'}' | b']')))
+        .collect();
+    let mut items = Vec::with_capacity(starts.len());
+    for (i, &at) in starts.iter().enumerate() {
+        let end = match starts.get(i + 1) {
+            // `,` then the next item's line break and indent.
+            Some(&next) => {
+                let end = next.checked_sub(pad.len() + 1)?;
+                (bytes.get(end) == Some(&b',')).then_some(end)?
+            }
+            None => body.len(),
+        };
+        items.push(body.get(at..end)?);
+    }
+    (starts.first() == Some(&pad.len())).then_some(items)
 }
 
 /// `item[field]` alone, as a one-entry map (`None` when `item` is not a map or lacks it).
@@ -800,14 +956,12 @@ mod tests {
     }
 
     /// `script` run with `state` bound (or the error's text).
+    /// (Compiled as a table's script is: with the library functions it calls.)
     fn eval_with(machine: &Machine, state: Dynamic, script: &str) -> Result<Dynamic, String> {
         let mut scope = rhai::Scope::new();
         scope.push("state", state);
-        machine
-            .sandbox
-            .engine
-            .eval_with_scope::<Dynamic>(&mut scope, script)
-            .map_err(|e| e.to_string())
+        let ast = machine.sandbox.compile(script, &["state".to_string()])?;
+        machine.sandbox.eval(&mut scope, &ast)
     }
 
     /// [`eval_with`], its result as JSON.
@@ -1047,6 +1201,20 @@ mod tests {
             r#"state.next_proposals.max_suffix("source_file", "bg-")"#,
             r#"state.next_proposals.join_field("proposal_id", ",")"#,
             r#"state.current_proposals.join_field("proposal_id", ",")"#,
+            r#"state.current_proposals.to_json()"#,
+            r#"state.next_proposals.to_json()"#,
+            r#"[state.next_proposals.has_item("proposal_id", "n-12"), state.next_proposals.has_item("proposal_id", "n-7")]"#,
+            r#"[state.current_proposals.has_item("proposal_id", "c-9"), state.current_proposals.has_item("proposal_id", "p-2"), state.current_proposals.has_item("source_file", 4)]"#,
+            r#"[state.next_proposals.has_item("source_file", 4), state.next_proposals.has_item("source_file", 4.0), state.next_proposals.has_item("x", ())]"#,
+            r#"state.current_proposals.unseen_items("proposal_id", #{"p-1": true})"#,
+            r#"let k = state.current_proposals.unseen_items("proposal_id", #{});
+               k += state.next_proposals.unseen_items("proposal_id", k.string_set("proposal_id"));
+               [k.len(), k.join_field("proposal_id", ","), k.to_json(), k.string_set("proposal_id").keys()]"#,
+            r#"let k = state.next_proposals.unseen_items("proposal_id", #{"n-3": true});
+               k += state.current_proposals;
+               #{ filtered: k, empty: state.next_proposals.unseen_items("proposal_id", state.next_proposals.string_set("proposal_id")) }.to_json()"#,
+            r#"let k = state.current_proposals.unseen_items("proposal_id", #{}); k += [#{ proposal_id: "y" }]; [k, k.to_json()]"#,
+            r#"let s = state.rollover_survivors(); [s.len(), s.to_json(), s.proposal_ids()]"#,
         ];
         let eval = |state: &Dynamic, script: &str| eval_json(&machine, state, script);
         // Each state as built here (pools in another layout), and printed in ours (pools
@@ -1092,7 +1260,7 @@ mod tests {
                             let value = doc.read_lock::<Map>().expect("a map")[pool].clone();
                             crate::engine::pretty::pretty_at(&value, depth, &mut true)
                         };
-                        for depth in [1, 2, 3] {
+                        for depth in [0, 1, 2, 3] {
                             assert_eq!(at(&whole, depth), at(&left, depth), "{pool} at {depth}");
                         }
                     }
@@ -1158,6 +1326,43 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_selection_of_an_unread_list_in_our_layout_copies_its_items_texts() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        let next = r#"[{"proposal_id": "p-2", "x": [[1], {"a": []}]}, 7, {"proposal_id": "n-1"}, {"proposal_id": "p-1"}]"#;
+        let text = state_text(RICH, next);
+        let ours = print_pretty(&parse_json(&text).unwrap()).unwrap().text;
+        let script = r#"let k = state.current_proposals.unseen_items("proposal_id", #{"p-1": true});
+                        k += state.next_proposals.unseen_items("proposal_id", k.string_set("proposal_id"));
+                        k"#;
+        let whole = eval_with(&machine, parse_json(&ours).unwrap(), script).expect(script);
+        let left = eval_with(&machine, leaving(&machine, &ours).unwrap(), script).expect(script);
+        let kept = left.read_lock::<Unread>().expect("still unread").clone();
+        // Copied from the text (nothing appended, built from a parse), and the same list.
+        assert!(kept.appended.is_empty() && kept.is_canonical());
+        assert_eq!(kept.item_count(), Ok(4));
+        assert_eq!(to_json(&whole), to_json(&left));
+        assert_eq!(
+            to_json(&left),
+            serde_json::json!([{"proposal_id": "p-2", "extra": {}}, 7, {"proposal_id": "n-1"}, {"proposal_id": "p-1"}])
+        );
+        for depth in [0, 1, 2] {
+            assert_eq!(
+                crate::engine::pretty::pretty_at(&whole, depth, &mut true),
+                crate::engine::pretty::pretty_at(&left, depth, &mut true)
+            );
+        }
+        // Split at its items' own lines: nested brackets and scalars are not items.
+        let list = &kept.text[kept.range().expect("range")];
+        assert_eq!(item_texts(list).map(|items| items.len()), Some(4));
+        assert_eq!(item_texts("[]"), Some(vec![]));
+        assert_eq!(
+            item_texts("[\n    1,\n    [\n      2\n    ]\n  ]"),
+            Some(vec!["1", "[\n      2\n    ]"])
+        );
+        assert_eq!(item_texts("[1, 2]"), None);
     }
 
     #[test]

@@ -1085,18 +1085,26 @@ fn directive_problems(
 
 /// The first step of `items` that mentions `field`: as a property (`.field`), a quoted
 /// name (`"field"`, `'field'`: an index) or a key, whole or dotted (`set:`, `append:`);
-/// described for a finding. What an unread list answers is not a mention, when its rule
-/// checks items: `.field.len()`, `.field.string_set(..)`, `.field.max_suffix(..)`,
+/// described for a finding. `.field.to_json()` is not a mention (the text is printed).
+/// What an unread list answers is not one either, when its rule checks items:
+/// `.field.len()`, `.field.string_set(..)`, `.field.has_item(..)`, `.field.max_suffix(..)`,
 /// `.field.join_field("x", ..)` when `x` is among `answers` (see
 /// `engine::unread::answered_item_fields`), `append: { field: .. }` and
 /// `set: { field: .. }`.
 fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -> Option<String> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let answered = |rest: &str| {
+        // Printed from its text, whatever the field is.
+        if rest.starts_with(".to_json()") {
+            return true;
+        }
         let Some(fields) = answers else {
             return false;
         };
-        if rest.starts_with(".len()") || rest.starts_with(".string_set(") {
+        if [".len()", ".string_set(", ".has_item("]
+            .iter()
+            .any(|call| rest.starts_with(call))
+        {
             return true;
         }
         // The first argument, a string literal, and what follows it.
