@@ -20,12 +20,15 @@
 #   large:   any phase or step < 150 ms, peak RSS < 4 x state size + 30 MiB,
 #            median <= 3 x the serde floor.
 #
-# Wall time is taken with bash's EPOCHREALTIME (microseconds) around the process;
-# GNU time's %e has only 10 ms resolution, so /usr/bin/time -f "%M" supplies the
-# peak RSS only (without GNU time it is sampled from /proc/<pid>/status VmHWM).
-# The large repetitions run under /usr/bin/time (its ~1 ms of overhead is noise at
-# that scale); the example ones run bare. The machine's load average is printed
-# with the table: on a busy machine every number is inflated.
+# The example rows (milliseconds) are timed by `spawn-timer` (benches/support/
+# spawn_timer.rs, built here): from spawning the process to its exit, the project
+# copied before the clock starts. Timed from this shell they would carry a subshell,
+# `cd` and a fork (about 2 ms here). The last row times `true` the same way: what the
+# spawn itself costs. The large rows are timed with bash's EPOCHREALTIME around
+# /usr/bin/time -f "%M", which supplies the peak RSS (its ~1 ms of overhead is noise at
+# that scale; without GNU time the RSS is sampled from /proc/<pid>/status VmHWM).
+# The machine's load average is printed with the table: on a busy machine every number
+# is inflated.
 set -euo pipefail
 export LC_ALL=C
 
@@ -39,7 +42,7 @@ while (($#)); do
     --large-reps) large_reps=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +63,8 @@ commit=$(git -C "$root" rev-parse --short HEAD)
 [[ -z $(git -C "$root" status --porcelain -- src machine build.rs Cargo.toml) ]] || commit+="+dirty"
 echo "building the release binary and preparing projects in $work ..." >&2
 cargo build --release --quiet
+cargo build --release --quiet --example spawn-timer
+timer=$target/release/examples/spawn-timer
 # Measure a copy: the prepare step's `cargo bench` rebuilds target/release/metaopt when
 # the sources changed in the meantime (other people commit to the tree).
 cp "$bin" "$work/metaopt"
@@ -72,17 +77,16 @@ if [[ -x /usr/bin/time ]] && /usr/bin/time -f "%M" -o /dev/null true 2>/dev/null
   gnu_time=/usr/bin/time
 fi
 
-# Runs "$@" in $run; sets `ms` (wall) and `kib` (peak RSS, when asked for).
+# Runs "$@" in $run; sets `ms` (wall) and `kib` (peak RSS).
 timed() {
-  local want_rss=$1; shift
   local t0 t1 rc=0
   kib=""
-  if [[ $want_rss = rss && -n $gnu_time ]]; then
+  if [[ -n $gnu_time ]]; then
     t0=$EPOCHREALTIME
     (cd "$run" && "$gnu_time" -f "%M" -o "$work/rss" "$@" >/dev/null 2>"$work/stderr") || rc=$?
     t1=$EPOCHREALTIME
     kib=$(tail -n 1 "$work/rss")
-  elif [[ $want_rss = rss ]]; then
+  else
     local pid v
     t0=$EPOCHREALTIME
     (cd "$run" && exec "$@" >/dev/null 2>"$work/stderr") &
@@ -94,10 +98,6 @@ timed() {
       sleep 0.005
     done
     wait "$pid" || rc=$?
-    t1=$EPOCHREALTIME
-  else
-    t0=$EPOCHREALTIME
-    (cd "$run" && "$@" >/dev/null 2>"$work/stderr") || rc=$?
     t1=$EPOCHREALTIME
   fi
   if ((rc != 0)); then
@@ -111,14 +111,25 @@ timed() {
 # measure SRC N RSS CMD...: median ms and max peak RSS (KiB) of N runs, each in a fresh copy.
 measure() {
   local src=$1 n=$2 want_rss=$3; shift 3
-  local times=() peak=0 i
+  local times=() peak=0 i out
+  if [[ $want_rss = none ]]; then
+    out=$("$timer" ${sync_first:+--sync} "$n" "${src:--}" "$run" -- "$@") || {
+      echo "bench.sh: spawn-timer failed on '$*'" >&2
+      exit 1
+    }
+    read -r -d '' -a times <<<"$out" || true
+    rm -rf "$run"
+    median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    peak_kib=0
+    return
+  fi
   for ((i = 0; i < n; i++)); do
     rm -rf "$run"
     if [[ -n $src ]]; then cp -a "$src" "$run"; else mkdir -p "$run"; fi
     # sync_first: the copies made so far are written back before the clock starts, so
     # that a run which fsyncs (the demo) does not wait for the harness's own writes.
     if [[ -n ${sync_first:-} ]]; then sync; fi
-    timed "$want_rss" "$@"
+    timed "$@"
     times+=("$ms")
     if [[ -n $kib ]] && ((kib > peak)); then peak=$kib; fi
   done
@@ -220,11 +231,11 @@ if has_size example; then
   sync_first=1 measure "" "$reps" none "$bin" demo --quiet --dir demo
   row "demo --quiet (target < 1 s)" "$median" "" "" "" "" 1000 >>"$table"
 fi
-# What the measuring itself adds to each figure above: a subshell, `cd` and the exec of a
-# program that does nothing.
+# What the measuring itself adds to each example figure: spawning a program that does
+# nothing, and waiting for it.
 true_bin=$(type -P true)
 measure "" "$reps" none "$true_bin"
-row "harness floor: \`$true_bin\` timed the same way (in every figure above)" "$median" "" "" "" "" 3 >>"$table"
+row "spawn floor: \`$true_bin\` timed the same way (in every example figure above)" "$median" "" "" "" "" 3 >>"$table"
 {
   echo
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). Phase labels carry the rule that decided."

@@ -18,9 +18,11 @@
 //! ([`materialize_fields`]), in the kept document, for the phases after it.
 //!
 //! An unread list also answers `string_set`, `max_suffix` and `has_item` of an item
-//! field (that field alone read from the text), and grows without being read: items appended
-//! (`append:`, `push`) are kept built beside the text, printed after it, checked after
-//! the view and seen by every question above.
+//! field (that field alone read from the text), and grows without being read: items
+//! appended (`append:`, `push`, `+=`) are kept built beside the text, printed after it,
+//! checked after the view and seen by every question above. A selection of its items
+//! (`unseen_items`), and two such lists joined (`+=`), are unread lists too: the items'
+//! texts copied into a document of their own ([`Unread::unseen_items`]).
 
 use crate::engine::doc::{MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level};
 use crate::machine::model::FieldRule;
@@ -254,8 +256,8 @@ impl Unread {
 
     /// The `field` of each item that has one (a map holding it), as a one-entry map, in
     /// order, the appended items' too: what the list primitives that read one item field
-    /// (`string_set`, `max_suffix`, `has_item`) see of the whole list. From the scan when it kept
-    /// `field` exactly, else from the text ([`Unread::scan_item_field`]).
+    /// (`string_set`, `max_suffix`, `has_item`) see of the whole list. From the scan when
+    /// it kept `field` exactly, else from the text ([`Unread::scan_item_field`]).
     pub fn item_field(&self, field: &str) -> Result<Array, String> {
         let kept = self
             .outline
@@ -350,7 +352,12 @@ impl Unread {
     /// read and the items kept are appended to an empty one (so the answer is always of
     /// one kind, and `+=` of two such answers joins them).
     pub fn unseen_items(&self, field: &str, seen: &Map) -> Result<Unread, String> {
-        if let Some(items) = self.item_texts(field)
+        let exact = self
+            .outline
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == field));
+        if exact
+            && let Some(items) = self.item_texts()
             && let Some(view) = self.view.read_lock::<Array>()
         {
             let keep = crate::engine::sandbox::unseen_indices(&view, field, seen);
@@ -371,8 +378,7 @@ impl Unread {
         if self.rule != other.rule || self.outline != other.outline {
             return None;
         }
-        let field = self.outline.as_ref()?.first()?.clone();
-        let (a, b) = (self.item_texts(&field)?, other.item_texts(&field)?);
+        let (a, b) = (self.item_texts()?, other.item_texts()?);
         let (a_view, b_view) = (
             self.view.read_lock::<Array>()?,
             other.view.read_lock::<Array>()?,
@@ -383,10 +389,9 @@ impl Unread {
     }
 
     /// Each item's text, when the list is in our layout with nothing appended and its
-    /// view holds `field` of every item exactly (one view entry per item).
-    fn item_texts(&self, field: &str) -> Option<Vec<&str>> {
-        let exact = self.outline.as_ref()?.iter().any(|f| f == field);
-        if !exact || !self.appended.is_empty() || !self.is_canonical() {
+    /// view holds one entry per item (it has an outline).
+    fn item_texts(&self) -> Option<Vec<&str>> {
+        if self.outline.is_none() || !self.appended.is_empty() || !self.is_canonical() {
             return None;
         }
         let count = self.view.read_lock::<Array>()?.len();
@@ -462,8 +467,9 @@ impl Unread {
         format!(
             "field `{}` is declared unread by this phase (`unread:` in its agent table): \
              remove it there to read it (`to_json()` prints it; an unread list answers \
-             only `len()`, `string_set`, `max_suffix`, `has_item`, and `join_field` of \
-             an item field its schema types as a scalar; `push` and `append:` add to it)",
+             only `len()`, `string_set`, `max_suffix`, `has_item`, `unseen_items`, and \
+             `join_field` of an item field its schema types as a scalar; `push`, `+=` \
+             and `append:` add to it)",
             self.name
         )
     }
