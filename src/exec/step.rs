@@ -605,6 +605,9 @@ fn apply_outcome(
     let journal_parts = parts_job
         .and_then(|job| job.join().ok())
         .unwrap_or_else(|| journal::HandoffParts::of(&printed));
+    // The handoff's text is written and digested by now: not held while the journal
+    // line (a compacted copy of its patch) is built.
+    drop(printed);
     // The state is persisted by now: a journal that cannot be written is a warning,
     // not a failed step (which would tell the host nothing happened).
     let journaled = journal::append(
