@@ -42,7 +42,7 @@ while (($#)); do
     --large-reps) large_reps=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,11 +64,12 @@ commit=$(git -C "$root" rev-parse --short HEAD)
 echo "building the release binary and preparing projects in $work ..." >&2
 cargo build --release --quiet
 cargo build --release --quiet --example spawn-timer
-timer=$target/release/examples/spawn-timer
 # Measure a copy: the prepare step's `cargo bench` rebuilds target/release/metaopt when
 # the sources changed in the meantime (other people commit to the tree).
 cp "$bin" "$work/metaopt"
 bin=$work/metaopt
+cp "$target/release/examples/spawn-timer" "$work/spawn-timer"
+timer=$work/spawn-timer
 METAOPT_BENCH_PREPARE=$work cargo bench --quiet --bench phases >&2
 manifest=$work/manifest.tsv
 

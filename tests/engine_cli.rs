@@ -419,13 +419,13 @@ fn phases_leaving_the_pools_unread_write_what_a_whole_parse_writes() {
         .own_machine()
         .join("agents/iteration-close-control.yaml");
     let table = std::fs::read_to_string(&g).expect("table");
-    let plan_unread = "    unread: { state: [current_proposals, next_proposals] }
-    steps:
-      - use: require-load
-      - use: require-state
-      - name: rollover-planned";
-    assert!(table.contains(plan_unread), "the plan's unread column");
-    std::fs::write(&g, table.replacen(plan_unread, &plan_unread[59..], 1)).expect("write");
+    let unread = "    unread: { state: [current_proposals, next_proposals] }\n";
+    let plan = "  plan_roll_iteration:";
+    let at = table.find(plan).expect("the plan") + plan.len();
+    let column = at + table[at..].find(unread).expect("the plan's unread column");
+    assert!(column < table.find("  gate_roll_iteration:").expect("the gate"));
+    let edited = format!("{}{}", &table[..column], &table[column + unread.len()..]);
+    std::fs::write(&g, edited).expect("write");
     let remote = "metaopt-remote-execution-control";
     let background = "metaopt-background-control";
     let close = "metaopt-iteration-close-control";

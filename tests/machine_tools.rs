@@ -958,6 +958,7 @@ fn check_reports_unread_fields_a_phase_reads_or_its_schema_lacks() {
         r#"seen: = state.next_proposals.string_set("rationale")
           top: = state.current_proposals.max_suffix("proposal_id", "p")
           found: = state.next_proposals.has_item("proposal_id", "p-1")
+          kept: = state.current_proposals.unseen_items("proposal_id", seen)
           printed: = state.current_proposals.to_json()"#,
     );
     t.edit(

@@ -39,7 +39,9 @@ fn parse(mut args: Vec<String>) -> Result<Args, String> {
     let [reps, src, run] = <[String; 3]>::try_from(args).map_err(|_| usage)?;
     let reps = reps
         .parse()
-        .map_err(|_| format!("REPS must be a whole number, got `{reps}`"))?;
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("REPS must be a whole number above 0, got `{reps}`"))?;
     if program.is_empty() {
         return Err(usage.into());
     }
@@ -68,8 +70,11 @@ fn helper(program: &str, args: &[&str]) -> Result<(), String> {
 fn time_runs(args: &Args) -> Result<(), String> {
     let stderr_path = format!("{}.stderr", args.run.trim_end_matches('/'));
     for _ in 0..args.reps {
-        if Path::new(&args.run).exists() {
-            std::fs::remove_dir_all(&args.run).map_err(|e| format!("{}: {e}", args.run))?;
+        let run = Path::new(&args.run);
+        if run.is_dir() {
+            std::fs::remove_dir_all(run).map_err(|e| format!("{}: {e}", args.run))?;
+        } else if run.exists() {
+            return Err(format!("{}: RUN exists and is not a directory", args.run));
         }
         match &args.src {
             Some(src) => helper("cp", &["-a", src, &args.run])?,

@@ -802,28 +802,43 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
             u.unseen_items(field, &seen).map_err(err)
         },
     );
+    // `+=` and `append` of an unread list: its items follow, unread when both are (a
+    // built list's `+=` is rhai's own and pushes one item: `append` joins either way).
+    for name in ["+=", "append"] {
+        engine.register_fn(
+            name,
+            |u: &mut Unread, other: Unread| -> Result<(), Box<EvalAltResult>> {
+                if let Some(joined) = u.followed_by(&other) {
+                    *u = joined;
+                    return Ok(());
+                }
+                let items = other.value().map_err(err)?;
+                let items = items
+                    .read_lock::<Array>()
+                    .ok_or_else(|| err(other.refusal()))?;
+                items
+                    .iter()
+                    .try_for_each(|item| u.push(item.clone()).map_err(err))
+            },
+        );
+        engine.register_fn(
+            name,
+            |u: &mut Unread, items: Array| -> Result<(), Box<EvalAltResult>> {
+                items
+                    .into_iter()
+                    .try_for_each(|item| u.push(item).map_err(err))
+            },
+        );
+    }
     engine.register_fn(
-        "+=",
-        |u: &mut Unread, other: Unread| -> Result<(), Box<EvalAltResult>> {
-            if let Some(joined) = u.followed_by(&other) {
-                *u = joined;
-                return Ok(());
-            }
-            let items = other.value().map_err(err)?;
-            let items = items
+        "append",
+        |items: &mut Array, other: Unread| -> Result<(), Box<EvalAltResult>> {
+            let value = other.value().map_err(err)?;
+            let more = value
                 .read_lock::<Array>()
                 .ok_or_else(|| err(other.refusal()))?;
-            items
-                .iter()
-                .try_for_each(|item| u.push(item.clone()).map_err(err))
-        },
-    );
-    engine.register_fn(
-        "+=",
-        |u: &mut Unread, items: Array| -> Result<(), Box<EvalAltResult>> {
-            items
-                .into_iter()
-                .try_for_each(|item| u.push(item).map_err(err))
+            items.extend(more.iter().cloned());
+            Ok(())
         },
     );
     engine.register_fn(
@@ -934,7 +949,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     });
     engine.register_fn("sha256_tagged", |s: &str| canonical::sha256_tagged(s));
     // By reference: `big.to_json()` prints a large value without copying it first.
-    // Printed as the state is printed: a field left unread is parsed, not named.
+    // Printed as the state is printed: a field left unread from its text, not named.
     let pretty = |v: &Dynamic| -> Result<String, Box<EvalAltResult>> {
         let mut text = crate::engine::doc::to_pretty(v).map_err(err)?;
         text.pop(); // the final newline

@@ -21,8 +21,9 @@
 //! field (that field alone read from the text), and grows without being read: items
 //! appended (`append:`, `push`, `+=`) are kept built beside the text, printed after it,
 //! checked after the view and seen by every question above. A selection of its items
-//! (`unseen_items`), and two such lists joined (`+=`), are unread lists too: the items'
-//! texts copied into a document of their own ([`Unread::unseen_items`]).
+//! (`unseen_items`), and two such lists joined (`+=`, `append`), are unread lists too:
+//! in our layout the items' texts are copied into a document of their own, otherwise
+//! the items are built and appended to an empty unread list ([`Unread::unseen_items`]).
 
 use crate::engine::doc::{MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level};
 use crate::machine::model::FieldRule;
@@ -362,20 +363,21 @@ impl Unread {
         {
             let keep = crate::engine::sandbox::unseen_indices(&view, field, seen);
             let kept = keep.iter().map(|&i| (items[i], view[i].clone()));
-            return Ok(self.with_items(kept, self.nesting));
+            return Ok(self.with_items(kept));
         }
         let value = self.value()?;
         let items = value.read_lock::<Array>().ok_or_else(|| self.refusal())?;
         let kept = crate::engine::sandbox::unseen_indices(&items, field, seen);
-        let empty = self.with_items(std::iter::empty(), 0);
+        let empty = self.with_items(std::iter::empty());
         Ok(empty.appending(kept.into_iter().map(|i| items[i].clone()).collect()))
     }
 
-    /// The list followed by `other`'s items (as `+=` of the whole lists), still unread;
-    /// `None` when either cannot be split into its items' texts (see
-    /// [`Unread::unseen_items`]) or their schema rules differ.
+    /// The list followed by `other`'s items (as `+=` of the whole lists), their texts
+    /// copied into a list of their own; `None` when either cannot be split into its
+    /// items' texts (see [`Unread::unseen_items`]) or their schema rules differ (the
+    /// caller then appends `other`'s items built).
     pub fn followed_by(&self, other: &Unread) -> Option<Unread> {
-        if self.rule != other.rule || self.outline != other.outline {
+        if self.rule != other.rule {
             return None;
         }
         let (a, b) = (self.item_texts()?, other.item_texts()?);
@@ -385,7 +387,7 @@ impl Unread {
         );
         let items = a.into_iter().zip(a_view.iter().cloned());
         let items = items.chain(b.into_iter().zip(b_view.iter().cloned()));
-        Some(self.with_items(items, self.nesting.max(other.nesting)))
+        Some(self.with_items(items))
     }
 
     /// Each item's text, when the list is in our layout with nothing appended and its
@@ -401,13 +403,8 @@ impl Unread {
 
     /// A list of `items` (each its text in our layout at an item's depth, and its view
     /// entry), unread like this one: the texts are copied into a document of their own,
-    /// holding the list under this field's name. `nesting` is the source's (at least
-    /// the items' own, which is all [`Unread::nesting`] is used to bound).
-    fn with_items<'a>(
-        &self,
-        items: impl Iterator<Item = (&'a str, Dynamic)>,
-        nesting: usize,
-    ) -> Unread {
+    /// holding the list under this field's name (its nesting measured from the copy).
+    fn with_items<'a>(&self, items: impl Iterator<Item = (&'a str, Dynamic)>) -> Unread {
         let (texts, view): (Vec<&str>, Array) = items.unzip();
         let name = serde_json::to_string(&*self.name).unwrap_or_default();
         let pad = "  ".repeat(FIELD_DEPTH + 1);
@@ -434,6 +431,7 @@ impl Unread {
             text.push(']');
         }
         let range = start..text.len();
+        let nesting = canonical_nesting(&text[range.clone()]);
         text.push_str("\n}\n");
         let ranges = std::collections::HashMap::from([(self.name.to_string(), range)]);
         Unread {
@@ -678,6 +676,26 @@ fn outdent_lines(out: &mut String, text: &str, fewer: usize) -> bool {
     }
     out.push_str(&text[from..]);
     true
+}
+
+/// How deeply arrays and objects nest in `value`, a list's or map's text in our layout
+/// at [`FIELD_DEPTH`] (as [`crate::engine::doc::nesting`] measures its parse), read
+/// from its indentation: every entry of a container is on a line of its own one level
+/// deeper, so a line indented to level `l` is inside `l - FIELD_DEPTH` of the value's
+/// containers, and one more when it holds an empty one (`[]`, `{}`: a string ends in
+/// `"`, a number or literal in neither bracket).
+fn canonical_nesting(value: &str) -> usize {
+    let bytes = value.as_bytes();
+    let mut deepest = usize::from(bytes.first().is_some_and(|b| matches!(b, b'[' | b'{')));
+    for at in memchr::memchr_iter(b'\n', bytes) {
+        let line = &bytes[at + 1..];
+        let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+        let indent = line.iter().take_while(|b| **b == b' ').count();
+        let content = line.strip_suffix(b",").unwrap_or(line);
+        let empty = content.ends_with(b"[]") || content.ends_with(b"{}");
+        deepest = deepest.max((indent / 2).saturating_sub(FIELD_DEPTH) + usize::from(empty));
+    }
+    deepest
 }
 
 /// The text of each item of `list`, a list's text in our layout at [`FIELD_DEPTH`]: an
@@ -1221,6 +1239,9 @@ mod tests {
                #{ filtered: k, empty: state.next_proposals.unseen_items("proposal_id", state.next_proposals.string_set("proposal_id")) }.to_json()"#,
             r#"let k = state.current_proposals.unseen_items("proposal_id", #{}); k += [#{ proposal_id: "y" }]; [k, k.to_json()]"#,
             r#"let s = state.rollover_survivors(); [s.len(), s.to_json(), s.proposal_ids()]"#,
+            // A built list and an unread one joined by `append`, either way round.
+            r#"let k = [#{ proposal_id: "x" }]; k.append(state.next_proposals.unseen_items("proposal_id", #{})); [k, k.len()]"#,
+            r#"let k = state.current_proposals.unseen_items("proposal_id", #{}); k.append(state.next_proposals); k.append([#{ proposal_id: "z" }]); [k, k.len(), k.to_json()]"#,
         ];
         let eval = |state: &Dynamic, script: &str| eval_json(&machine, state, script);
         // Each state as built here (pools in another layout), and printed in ours (pools
@@ -1354,6 +1375,9 @@ mod tests {
             to_json(&left),
             serde_json::json!([{"proposal_id": "p-2", "extra": {}}, 7, {"proposal_id": "n-1"}, {"proposal_id": "p-1"}])
         );
+        // As deep as the items kept (the next pool's deeper `p-2` was not).
+        let depth = |v: &Dynamic| crate::engine::doc::nesting(v, 127);
+        assert_eq!((depth(&whole), depth(&left)), (3, 3));
         for depth in [0, 1, 2] {
             assert_eq!(
                 crate::engine::pretty::pretty_at(&whole, depth, &mut true),
@@ -1369,6 +1393,28 @@ mod tests {
             Some(vec!["1", "[\n      2\n    ]"])
         );
         assert_eq!(item_texts("[1, 2]"), None);
+    }
+
+    #[test]
+    fn a_value_in_our_layout_is_as_deep_as_its_indentation_says() {
+        for value in [
+            "[]",
+            "{}",
+            "[1]",
+            "[[]]",
+            r#"[{"a": []}]"#,
+            r#"[{"a": [1, {"b": {}}], "c": "x[]"}, "{}", 2, [[[3]]]]"#,
+            r#"{"a": {"b": []}}"#,
+        ] {
+            let parsed = parse_json(value).expect("parses");
+            let ours =
+                crate::engine::pretty::pretty_at(&parsed, FIELD_DEPTH, &mut true).expect("prints");
+            assert_eq!(
+                canonical_nesting(&ours),
+                crate::engine::doc::nesting(&parsed, 127),
+                "{value}"
+            );
+        }
     }
 
     #[test]

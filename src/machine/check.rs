@@ -1087,7 +1087,8 @@ fn directive_problems(
 /// name (`"field"`, `'field'`: an index) or a key, whole or dotted (`set:`, `append:`);
 /// described for a finding. `.field.to_json()` is not a mention (the text is printed).
 /// What an unread list answers is not one either, when its rule checks items:
-/// `.field.len()`, `.field.string_set(..)`, `.field.has_item(..)`, `.field.max_suffix(..)`,
+/// `.field.len()`, `.field.string_set(..)`, `.field.has_item(..)`, `.field.unseen_items(..)`,
+/// `.field.max_suffix(..)`,
 /// `.field.join_field("x", ..)` when `x` is among `answers` (see
 /// `engine::unread::answered_item_fields`), `append: { field: .. }` and
 /// `set: { field: .. }`.
@@ -1101,7 +1102,7 @@ fn mentions_field(items: &[FlatItem], field: &str, answers: Option<&[String]>) -
         let Some(fields) = answers else {
             return false;
         };
-        if [".len()", ".string_set(", ".has_item("]
+        if [".len()", ".string_set(", ".has_item(", ".unseen_items("]
             .iter()
             .any(|call| rest.starts_with(call))
         {
