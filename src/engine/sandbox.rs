@@ -812,32 +812,20 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
                     *u = joined;
                     return Ok(());
                 }
-                let items = other.value().map_err(err)?;
-                let items = items
-                    .read_lock::<Array>()
-                    .ok_or_else(|| err(other.refusal()))?;
-                items
-                    .iter()
-                    .try_for_each(|item| u.push(item.clone()).map_err(err))
+                u.extend(other.items().map_err(err)?).map_err(err)
             },
         );
         engine.register_fn(
             name,
             |u: &mut Unread, items: Array| -> Result<(), Box<EvalAltResult>> {
-                items
-                    .into_iter()
-                    .try_for_each(|item| u.push(item).map_err(err))
+                u.extend(items).map_err(err)
             },
         );
     }
     engine.register_fn(
         "append",
         |items: &mut Array, other: Unread| -> Result<(), Box<EvalAltResult>> {
-            let value = other.value().map_err(err)?;
-            let more = value
-                .read_lock::<Array>()
-                .ok_or_else(|| err(other.refusal()))?;
-            items.extend(more.iter().cloned());
+            items.extend(other.items().map_err(err)?);
             Ok(())
         },
     );

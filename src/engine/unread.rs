@@ -182,14 +182,10 @@ impl Unread {
         let text = &self.text[range];
         let start = out.len();
         // A file we wrote holds the field as it is printed here: copied, not read again
-        // (deeper, as in a handoff's state patch, each line indented further).
-        // (Shallower, as `to_json` of the field prints it, each line less indented.)
+        // (deeper, as in a handoff's state patch, each line indented further; shallower,
+        // as `to_json` of the field prints it, each line less indented).
         let printed = match layout {
-            Some(depth) if depth >= FIELD_DEPTH && self.is_canonical() => {
-                indent_lines(out, text, depth - FIELD_DEPTH);
-                true
-            }
-            Some(depth) if self.is_canonical() && outdent_lines(out, text, FIELD_DEPTH - depth) => {
+            Some(depth) if self.is_canonical() && reindent_lines(out, text, FIELD_DEPTH, depth) => {
                 true
             }
             _ => crate::engine::reprint::reprint(out, text, layout),
@@ -339,11 +335,23 @@ impl Unread {
 
     /// Appends `item` to the list (as `push` does), still unread.
     pub fn push(&mut self, item: Dynamic) -> Result<(), String> {
+        self.extend(vec![item])
+    }
+
+    /// Appends `items` to the list (as `+=` of a built list does), still unread.
+    pub fn extend(&mut self, items: Array) -> Result<(), String> {
         if !self.is_list() {
             return Err(self.refusal());
         }
-        Rc::make_mut(&mut self.appended).push(item);
+        Rc::make_mut(&mut self.appended).extend(items);
         Ok(())
+    }
+
+    /// The list's items, parsed now (the refusal when the field is not a list).
+    pub fn items(&self) -> Result<Array, String> {
+        self.value()?
+            .try_cast::<Array>()
+            .ok_or_else(|| self.refusal())
     }
 
     /// The items whose string `field` is not a key of `seen`, each value once (what
@@ -362,76 +370,92 @@ impl Unread {
             && let Some(view) = self.view.read_lock::<Array>()
         {
             let keep = crate::engine::sandbox::unseen_indices(&view, field, seen);
-            let kept = keep.iter().map(|&i| (items[i], view[i].clone()));
-            return Ok(self.with_items(kept));
+            let pad = format!("\n{}", "  ".repeat(FIELD_DEPTH + 1));
+            let body = |text: &mut String| {
+                for (n, &i) in keep.iter().enumerate() {
+                    if n > 0 {
+                        text.push(',');
+                    }
+                    text.push_str(&pad);
+                    text.push_str(items[i]);
+                }
+            };
+            let view = keep.iter().map(|&i| view[i].clone()).collect();
+            return Ok(self.with_body(body, view, None));
         }
-        let value = self.value()?;
-        let items = value.read_lock::<Array>().ok_or_else(|| self.refusal())?;
+        let items = self.items()?;
         let kept = crate::engine::sandbox::unseen_indices(&items, field, seen);
-        let empty = self.with_items(std::iter::empty());
-        Ok(empty.appending(kept.into_iter().map(|i| items[i].clone()).collect()))
+        let mut list = self.with_body(|_| {}, Array::new(), Some(1));
+        list.extend(kept.into_iter().map(|i| items[i].clone()).collect())?;
+        Ok(list)
     }
 
     /// The list followed by `other`'s items (as `+=` of the whole lists), their texts
-    /// copied into a list of their own; `None` when either cannot be split into its
-    /// items' texts (see [`Unread::unseen_items`]) or their schema rules differ (the
-    /// caller then appends `other`'s items built).
+    /// copied into a list of their own (each list's text between its brackets, not
+    /// split into items); `None` when either is not in our layout with one view entry
+    /// per item and nothing appended, or their schema rules differ (the caller then
+    /// appends `other`'s items built).
     pub fn followed_by(&self, other: &Unread) -> Option<Unread> {
         if self.rule != other.rule {
             return None;
         }
-        let (a, b) = (self.item_texts()?, other.item_texts()?);
+        let (a, b) = (self.body()?, other.body()?);
         let (a_view, b_view) = (
             self.view.read_lock::<Array>()?,
             other.view.read_lock::<Array>()?,
         );
-        let items = a.into_iter().zip(a_view.iter().cloned());
-        let items = items.chain(b.into_iter().zip(b_view.iter().cloned()));
-        Some(self.with_items(items))
+        let view = a_view.iter().chain(b_view.iter()).cloned().collect();
+        let body = |text: &mut String| {
+            text.push_str(a);
+            if !a.is_empty() && !b.is_empty() {
+                text.push(',');
+            }
+            text.push_str(b);
+        };
+        // Both lists: as deep as the deeper one.
+        Some(self.with_body(body, view, Some(self.nesting.max(other.nesting))))
     }
 
-    /// Each item's text, when the list is in our layout with nothing appended and its
-    /// view holds one entry per item (it has an outline).
-    fn item_texts(&self) -> Option<Vec<&str>> {
+    /// The list's text between its brackets (see [`list_body`]), when the list is in our
+    /// layout with nothing appended and its view holds one entry per item (it has an
+    /// outline).
+    fn body(&self) -> Option<&str> {
         if self.outline.is_none() || !self.appended.is_empty() || !self.is_canonical() {
             return None;
         }
+        list_body(&self.text[self.range()?])
+    }
+
+    /// Each item's text, as [`Unread::body`] allows, one per view entry.
+    fn item_texts(&self) -> Option<Vec<&str>> {
         let count = self.view.read_lock::<Array>()?.len();
-        let items = item_texts(&self.text[self.range()?])?;
+        let items = split_items(self.body()?)?;
         (items.len() == count).then_some(items)
     }
 
-    /// A list of `items` (each its text in our layout at an item's depth, and its view
-    /// entry), unread like this one: the texts are copied into a document of their own,
-    /// holding the list under this field's name (its nesting measured from the copy).
-    fn with_items<'a>(&self, items: impl Iterator<Item = (&'a str, Dynamic)>) -> Unread {
-        let (texts, view): (Vec<&str>, Array) = items.unzip();
+    /// A list unread like this one, whose text between its brackets `body` writes (items
+    /// in our layout, each after a line break and its indent, separated by commas) and
+    /// whose view is `view`: a document of its own holds it under this field's name. Its
+    /// nesting is `nesting`, or measured from the text.
+    fn with_body(
+        &self,
+        body: impl FnOnce(&mut String),
+        view: Array,
+        nesting: Option<usize>,
+    ) -> Unread {
         let name = serde_json::to_string(&*self.name).unwrap_or_default();
-        let pad = "  ".repeat(FIELD_DEPTH + 1);
-        let size: usize = texts.iter().map(|t| t.len() + pad.len() + 2).sum();
-        let mut text = String::with_capacity(size + name.len() + 16);
-        text.push_str("{\n  ");
-        text.push_str(&name);
-        text.push_str(": ");
-        let start = text.len();
-        if texts.is_empty() {
-            text.push_str("[]");
+        let mut text = format!("{{\n  {name}: [");
+        let start = text.len() - 1;
+        body(&mut text);
+        if text.len() == start + 1 {
+            text.push(']');
         } else {
-            text.push('[');
-            for (i, item) in texts.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push('\n');
-                text.push_str(&pad);
-                text.push_str(item);
-            }
             text.push('\n');
             text.push_str(&"  ".repeat(FIELD_DEPTH));
             text.push(']');
         }
         let range = start..text.len();
-        let nesting = canonical_nesting(&text[range.clone()]);
+        let nesting = nesting.unwrap_or_else(|| canonical_nesting(&text[range.clone()]));
         text.push_str("\n}\n");
         let ranges = std::collections::HashMap::from([(self.name.to_string(), range)]);
         Unread {
@@ -639,42 +663,34 @@ fn outline(rule: &FieldRule) -> Option<Rc<[String]>> {
 /// The depth of a document's top-level field in the pretty layout.
 const FIELD_DEPTH: usize = 1;
 
-/// Appends `text` with `extra` levels of indentation after each line break (a JSON text
-/// holds a line break only between tokens).
-fn indent_lines(out: &mut String, text: &str, extra: usize) {
-    if extra == 0 {
+/// Appends `text`, a value's text in our layout at depth `from`, as it reads at depth
+/// `to`: each line after the first indented `to - from` levels further, or less (a JSON
+/// text holds a line break only between tokens). `false`, with `out` as it was, when a
+/// line is not indented deep enough to lose that much.
+fn reindent_lines(out: &mut String, text: &str, from: usize, to: usize) -> bool {
+    if from == to {
         out.push_str(text);
-        return;
+        return true;
     }
-    let pad = "  ".repeat(extra);
+    let start = out.len();
+    let (extra, fewer) = (
+        "  ".repeat(to.saturating_sub(from)),
+        "  ".repeat(from.saturating_sub(to)),
+    );
     // (Line breaks found by memchr, and room for the text made once: a pool is 10 MB.)
     let breaks = memchr::memchr_iter(b'\n', text.as_bytes());
-    out.reserve(text.len() + breaks.count() * pad.len());
-    let mut start = 0;
+    out.reserve(text.len() + breaks.count() * extra.len());
+    let mut line = 0;
     for at in memchr::memchr_iter(b'\n', text.as_bytes()) {
-        out.push_str(&text[start..=at]);
-        out.push_str(&pad);
-        start = at + 1;
-    }
-    out.push_str(&text[start..]);
-}
-
-/// Appends `text` with every line after the first `fewer` levels less indented; `false`,
-/// with `out` as it was, when a line is not indented that deep.
-fn outdent_lines(out: &mut String, text: &str, fewer: usize) -> bool {
-    let start = out.len();
-    let pad = "  ".repeat(fewer);
-    out.reserve(text.len());
-    let mut from = 0;
-    for at in memchr::memchr_iter(b'\n', text.as_bytes()) {
-        out.push_str(&text[from..=at]);
-        if !text[at + 1..].starts_with(pad.as_str()) {
+        out.push_str(&text[line..=at]);
+        out.push_str(&extra);
+        if !text[at + 1..].starts_with(fewer.as_str()) {
             out.truncate(start);
             return false;
         }
-        from = at + 1 + pad.len();
+        line = at + 1 + fewer.len();
     }
-    out.push_str(&text[from..]);
+    out.push_str(&text[line..]);
     true
 }
 
@@ -698,16 +714,20 @@ fn canonical_nesting(value: &str) -> usize {
     deepest
 }
 
-/// The text of each item of `list`, a list's text in our layout at [`FIELD_DEPTH`]: an
-/// item starts a line indented one level deeper than the list (its closing bracket
-/// starts such a line too, and nothing else does), and runs to the comma before the
-/// next item or to the line break before the list's closing bracket.
-fn item_texts(list: &str) -> Option<Vec<&str>> {
+/// The text of a list in our layout at [`FIELD_DEPTH`] between its brackets: `""` for
+/// `[]`, else each item after a line break and its indent, separated by commas.
+fn list_body(list: &str) -> Option<&str> {
     if list == "[]" {
-        return Some(Vec::new());
+        return Some("");
     }
     let close = format!("\n{}]", "  ".repeat(FIELD_DEPTH));
-    let body = list.strip_prefix('[')?.strip_suffix(close.as_str())?;
+    list.strip_prefix('[')?.strip_suffix(close.as_str())
+}
+
+/// The text of each item of a list's [`list_body`]: an item starts a line indented one
+/// level deeper than the list (its closing bracket starts such a line too, and nothing
+/// else does), and runs to the comma before the next item or to the end.
+fn split_items(body: &str) -> Option<Vec<&str>> {
     let pad = format!("\n{}", "  ".repeat(FIELD_DEPTH + 1));
     let bytes = body.as_bytes();
     let starts: Vec<usize> = memchr::memmem::find_iter(bytes, pad.as_bytes())
@@ -726,7 +746,13 @@ fn item_texts(list: &str) -> Option<Vec<&str>> {
         };
         items.push(body.get(at..end)?);
     }
-    (starts.first() == Some(&pad.len())).then_some(items)
+    (body.is_empty() || starts.first() == Some(&pad.len())).then_some(items)
+}
+
+/// The text of each item of `list`, a list's text in our layout at [`FIELD_DEPTH`].
+#[cfg(test)]
+fn item_texts(list: &str) -> Option<Vec<&str>> {
+    split_items(list_body(list)?)
 }
 
 /// `item[field]` alone, as a one-entry map (`None` when `item` is not a map or lacks it).
@@ -1378,6 +1404,17 @@ mod tests {
         // As deep as the items kept (the next pool's deeper `p-2` was not).
         let depth = |v: &Dynamic| crate::engine::doc::nesting(v, 127);
         assert_eq!((depth(&whole), depth(&left)), (3, 3));
+        // Joined to a deeper list, as deep as that one.
+        let script = r#"let k = state.current_proposals.unseen_items("proposal_id", #{"p-1": true});
+                        k.append(state.next_proposals.unseen_items("proposal_id", #{}));
+                        k"#;
+        let whole = eval_with(&machine, parse_json(&ours).unwrap(), script).expect(script);
+        let left = eval_with(&machine, leaving(&machine, &ours).unwrap(), script).expect(script);
+        assert!(
+            left.read_lock::<Unread>()
+                .is_some_and(|k| k.appended.is_empty())
+        );
+        assert_eq!((depth(&whole), depth(&left)), (5, 5));
         for depth in [0, 1, 2] {
             assert_eq!(
                 crate::engine::pretty::pretty_at(&whole, depth, &mut true),
