@@ -776,11 +776,12 @@ pub(crate) fn append_path(
     // A list left unread grows without being read: its items are printed after its text.
     if path.is_empty()
         && crate::engine::unread::may_be_unread(target)
-        && let Some(grown) = target
+        && let Some(mut grown) = target
             .read_lock::<crate::engine::unread::Unread>()
             .filter(|list| list.is_list())
-            .map(|list| list.appending(std::mem::take(&mut items)))
+            .map(|list| list.clone())
     {
+        grown.extend(std::mem::take(&mut items))?;
         *target = Dynamic::from(grown);
         return Ok(());
     }

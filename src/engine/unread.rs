@@ -130,13 +130,6 @@ impl Unread {
         self.view.is_array()
     }
 
-    /// The field with `items` appended (as `append:` appends to a list), still unread.
-    pub fn appending(&self, items: Array) -> Unread {
-        let mut out = self.clone();
-        Rc::make_mut(&mut out.appended).extend(items);
-        out
-    }
-
     /// How deeply arrays and objects nest in the value (as [`crate::engine::doc::nesting`]
     /// measures a built value): the text's, measured as it was read, or one more than
     /// an appended item's.
