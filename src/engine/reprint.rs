@@ -77,15 +77,11 @@ impl<'t> Canonical<'t> {
 
     /// A line break and the indent of `depth`.
     fn line(&mut self, depth: usize) -> bool {
-        const INDENT: &[u8] = b"                                                                ";
         let end = self.at + 1 + 2 * depth;
-        let found = self.bytes.get(self.at..end).is_some_and(|l| {
-            l[0] == b'\n'
-                && match INDENT.get(..2 * depth) {
-                    Some(pad) => l[1..] == *pad,
-                    None => l[1..].iter().all(|&c| c == b' '),
-                }
-        });
+        let found = self
+            .bytes
+            .get(self.at..end)
+            .is_some_and(|l| l[0] == b'\n' && all_spaces(&l[1..]));
         if found {
             self.at = end;
         }
@@ -199,7 +195,7 @@ impl<'t> Canonical<'t> {
             let Some((key, false)) = self.string() else {
                 return false;
             };
-            if last.is_some_and(|l| l >= key) {
+            if last.is_some_and(|l| !ascending(l, key)) {
                 return false;
             }
             last = Some(key);
@@ -211,6 +207,26 @@ impl<'t> Canonical<'t> {
             }
         }
     }
+}
+
+/// Whether `pad` is all spaces, eight bytes at a time (an indent is checked on every
+/// line of a pool: a `memcmp` call each was a tenth of a large merge).
+pub(crate) fn all_spaces(pad: &[u8]) -> bool {
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    let mut chunks = pad.chunks_exact(8);
+    chunks.all(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) == SPACES)
+        && chunks.remainder().iter().all(|&c| c == b' ')
+}
+
+/// Whether `before < after`, byte by byte (keys are short and differ early: no
+/// `memcmp` call).
+fn ascending(before: &[u8], after: &[u8]) -> bool {
+    for (a, b) in before.iter().zip(after) {
+        if a != b {
+            return a < b;
+        }
+    }
+    before.len() < after.len()
 }
 
 /// Where the value of each top-level field of a JSON object text is (the last

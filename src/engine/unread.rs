@@ -666,22 +666,23 @@ fn reindent_lines(out: &mut String, text: &str, from: usize, to: usize) -> bool 
         return true;
     }
     let start = out.len();
-    let (extra, fewer) = (
-        "  ".repeat(to.saturating_sub(from)),
-        "  ".repeat(from.saturating_sub(to)),
-    );
-    // (Line breaks found by memchr, and room for the text made once: a pool is 10 MB.)
-    let breaks = memchr::memchr_iter(b'\n', text.as_bytes());
+    let bytes = text.as_bytes();
+    let extra = "  ".repeat(to.saturating_sub(from));
+    let fewer = 2 * from.saturating_sub(to);
+    // (Line breaks found by memchr, and room for the text made once: a pool is 10 MB.
+    // The indent dropped is checked without a `memcmp` call a line.)
+    let breaks = memchr::memchr_iter(b'\n', bytes);
     out.reserve(text.len() + breaks.count() * extra.len());
     let mut line = 0;
-    for at in memchr::memchr_iter(b'\n', text.as_bytes()) {
+    for at in memchr::memchr_iter(b'\n', bytes) {
         out.push_str(&text[line..=at]);
         out.push_str(&extra);
-        if !text[at + 1..].starts_with(fewer.as_str()) {
+        let dropped = bytes.get(at + 1..at + 1 + fewer);
+        if !dropped.is_some_and(crate::engine::reprint::all_spaces) {
             out.truncate(start);
             return false;
         }
-        line = at + 1 + fewer.len();
+        line = at + 1 + fewer;
     }
     out.push_str(&text[line..]);
     true
