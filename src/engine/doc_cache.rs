@@ -53,6 +53,23 @@ struct Source {
     /// Shared with the fields left unread in the value.
     text: Rc<String>,
     yaml: bool,
+    /// The file's stamp when `text` was read from it, if the file had settled.
+    stamp: Option<crate::workspace::fsio::Stamp>,
+}
+
+impl Source {
+    /// Whether the file at the path still holds the text: its stamp unchanged (a
+    /// `statx`), else its contents compared as they are read. A text over the read cap
+    /// never does (reading the file reports it).
+    fn still_current(&self) -> bool {
+        use crate::workspace::fsio;
+        let path = std::path::Path::new(&self.path);
+        let unchanged = self.text.len() as u64 <= fsio::MAX_READ_BYTES
+            && self
+                .stamp
+                .is_some_and(|stamp| fsio::stamp(path) == Some(stamp));
+        unchanged || fsio::holds(path, &self.text)
+    }
 }
 
 /// A parsed document (as the script value the tables read) and what was derived from it.
@@ -313,12 +330,13 @@ fn load_with(
     yaml: bool,
     unread: Option<&Leave>,
 ) -> Result<Option<Rc<Doc>>, (bool, String)> {
-    // A kept document still current is compared with the file as the file is read
+    // A kept document is still current when the file's stamp is the one taken when it
+    // was read or written; else when the file, compared as it is read, holds its text
     // (reading a 10 MB state into a new string and comparing costs 10-15 ms). A text
     // over the read cap never holds: reading the file reports it.
     if let Some(doc) = kept_at(path, yaml)
         && let Some(src) = &doc.source
-        && crate::workspace::fsio::holds(std::path::Path::new(path), &src.text)
+        && src.still_current()
     {
         if !doc.is_lent() {
             return Ok(Some(doc));
@@ -327,7 +345,8 @@ fn load_with(
         return Ok(crate::engine::sandbox::parse_text_dynamic(&src.text, yaml)?
             .map(|value| Rc::new(Doc::new(value))));
     }
-    let text = Rc::new(crate::engine::sandbox::read_file(path)?);
+    let (text, stamp) = crate::engine::sandbox::read_file_stamped(path)?;
+    let text = Rc::new(text);
     let chosen = unread.map(|pick| pick(&text)).unwrap_or_default();
     let parsed = if chosen.is_empty() {
         crate::engine::sandbox::parse_text_dynamic(&text, yaml)?
@@ -349,6 +368,7 @@ fn load_with(
         path: path.to_string(),
         text,
         yaml,
+        stamp,
     };
     Ok(Some(remember(value, source)))
 }
@@ -374,6 +394,8 @@ pub fn keep_written(path: &str, printed: crate::engine::doc::Printed, value: Dyn
         path: path.to_string(),
         text: Rc::new(text),
         yaml: false,
+        // Written a moment ago: no stamp can be trusted yet (see `fsio::Stamp`).
+        stamp: None,
     };
     remember(value, source)
 }
@@ -426,6 +448,30 @@ mod tests {
         assert!(load(path_text, false).unwrap().is_none(), "an empty file");
         std::fs::remove_file(path).unwrap();
         assert!(!load(path_text, false).unwrap_err().0, "missing");
+    }
+
+    #[test]
+    fn a_settled_document_is_checked_by_its_stamp_and_a_rewrite_is_still_seen() {
+        keep_documents();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path_text = &file(&dir, "doc.json", r#"{"n": 1}"#);
+        std::thread::sleep(crate::workspace::fsio::SETTLED * 2);
+        let first = load(path_text, false).unwrap().unwrap();
+        assert!(first.source.as_ref().unwrap().stamp.is_some(), "stamped");
+        let again = load(path_text, false).unwrap().unwrap();
+        assert!(
+            Rc::ptr_eq(&first, &again),
+            "unchanged stamp: the kept document"
+        );
+        // The same length at once (in the same tick of a coarse clock, perhaps).
+        std::fs::write(path_text, r#"{"n": 2}"#).unwrap();
+        let changed = load(path_text, false).unwrap().unwrap();
+        assert!(!Rc::ptr_eq(&first, &changed));
+        assert_eq!(crate::engine::doc::to_json(&changed.value())["n"], 2);
+        assert!(
+            changed.source.as_ref().unwrap().stamp.is_none(),
+            "not settled"
+        );
     }
 
     #[test]

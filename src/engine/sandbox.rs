@@ -450,8 +450,13 @@ pub fn parse_file(path: &str, yaml: bool) -> Result<Option<Value>, (bool, String
 
 /// The text of `path`; `Err((exists, message))` when it cannot be read.
 pub fn read_file(path: &str) -> Result<String, (bool, String)> {
-    match fsio::read_text_capped(Path::new(path)) {
-        Ok(t) => Ok(t),
+    read_file_stamped(path).map(|(text, _)| text)
+}
+
+/// [`read_file`] with the file's stamp (see [`fsio::read_text_stamped`]).
+pub fn read_file_stamped(path: &str) -> Result<(String, Option<fsio::Stamp>), (bool, String)> {
+    match fsio::read_text_stamped(Path::new(path)) {
+        Ok(read) => Ok(read),
         Err(ReadFailure::Missing) => Err((false, "file not found".into())),
         Err(ReadFailure::Unreadable(msg)) => Err((true, format!("unreadable: {msg}"))),
     }

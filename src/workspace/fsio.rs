@@ -18,8 +18,66 @@ pub enum ReadFailure {
     Unreadable(String),
 }
 
+/// How long a file must have been left alone before its stamp is trusted: more than a
+/// tick of the clock file systems stamp changes with (1-10 ms, by kernel).
+pub const SETTLED: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What the file system says of a file's identity and last change (device, inode,
+/// length, modification and change times). A stamp taken when the file had not changed
+/// for [`SETTLED`] tells whether it changed since: any write, rename onto it or change
+/// of its times moves its change time past the stamp's. (A stamp of a file that changed
+/// a moment before could miss a write of the same length in the same clock tick: such a
+/// stamp is not taken.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl Stamp {
+    /// The stamp of `meta`.
+    fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file's last change was [`SETTLED`] before `now`.
+    fn settled_at(&self, now: std::time::SystemTime) -> bool {
+        let nanos = |(secs, nsec): (i64, i64)| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+        let now = match now.duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => since.as_nanos() as i128,
+            Err(_) => return false,
+        };
+        let last = nanos(self.changed).max(nanos(self.modified));
+        last + SETTLED.as_nanos() as i128 <= now
+    }
+}
+
+/// The stamp of the file at `path` now; `None` when it cannot be looked at.
+pub fn stamp(path: &Path) -> Option<Stamp> {
+    fs::metadata(path).ok().map(|m| Stamp::of(&m))
+}
+
 /// Reads a UTF-8 file of at most [`MAX_READ_BYTES`].
 pub fn read_text_capped(path: &Path) -> Result<String, ReadFailure> {
+    read_text_stamped(path).map(|(text, _)| text)
+}
+
+/// [`read_text_capped`], with the file's stamp taken before it was read when the file
+/// had [`SETTLED`] by then (see [`Stamp`]): a later equal stamp says the text is still
+/// the file's. (A writer at work while it is read changes the stamp: the next look
+/// finds it changed.)
+pub fn read_text_stamped(path: &Path) -> Result<(String, Option<Stamp>), ReadFailure> {
+    let now = std::time::SystemTime::now();
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadFailure::Missing),
@@ -46,7 +104,10 @@ pub fn read_text_capped(path: &Path) -> Result<String, ReadFailure> {
             "file grew over the size cap".into(),
         ));
     }
-    String::from_utf8(bytes).map_err(|_| ReadFailure::Unreadable("not valid UTF-8".into()))
+    let text =
+        String::from_utf8(bytes).map_err(|_| ReadFailure::Unreadable("not valid UTF-8".into()))?;
+    let stamp = Stamp::of(&meta);
+    Ok((text, stamp.settled_at(now).then_some(stamp)))
 }
 
 /// Whether the file at `path` holds exactly `text`, compared as it is read, a block
@@ -283,6 +344,32 @@ mod tests {
         write_atomic_if_changed(&path, "{\"a\": 1}\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\": 1}\n");
         assert_ne!(fs::metadata(&path).unwrap().ino(), inode, "written again");
+    }
+
+    #[test]
+    fn a_stamp_is_taken_of_a_settled_file_only_and_changes_with_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, "{\"n\": 1}").unwrap();
+        let (text, stamp) = read_text_stamped(&path).unwrap();
+        assert_eq!(text, "{\"n\": 1}");
+        assert_eq!(stamp, None, "changed a moment ago: no stamp");
+        std::thread::sleep(SETTLED * 2);
+        let (_, stamp) = read_text_stamped(&path).unwrap();
+        let stamp = stamp.expect("settled: stamped");
+        assert_eq!(super::stamp(&path), Some(stamp), "unchanged");
+        // The same length written again, its modification time put back.
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        fs::write(&path, "{\"n\": 2}").unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(modified).unwrap();
+        assert_ne!(super::stamp(&path), Some(stamp), "its change time moved");
+        // Replaced by another file with the same text.
+        std::thread::sleep(SETTLED * 2);
+        let (_, stamp) = read_text_stamped(&path).unwrap();
+        let stamp = stamp.expect("settled again");
+        write_atomic(&path, b"{\"n\": 2}").unwrap();
+        assert_ne!(super::stamp(&path), Some(stamp), "another inode");
     }
 
     #[test]
