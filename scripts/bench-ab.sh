@@ -38,6 +38,8 @@ once() {
   local src=$1; shift
   rm -rf "$run"
   if [[ $src = - ]]; then mkdir -p "$run"; else cp -a "$src" "$run"; fi
+  # Left to settle, as a host's files are (see bench.sh).
+  sleep 0.05
   local t0 t1
   t0=$EPOCHREALTIME
   (cd "$run" && "$@" >/dev/null 2>&1) || { echo "bench-ab.sh: '$*' failed in $src" >&2; exit 1; }

@@ -22,7 +22,10 @@
 #
 # The example rows (milliseconds) are timed by `spawn-timer` (benches/support/
 # spawn_timer.rs, built here): from spawning the process to its exit, the project
-# copied before the clock starts. Timed from this shell they would carry a subshell,
+# copied before the clock starts. Every copy, at both sizes, is left to settle for 50 ms
+# before its run, as a host's files are (written by an earlier step, not a moment ago;
+# a file changed in the last 20 ms is compared by its contents when read again, not by
+# its stamp: src/workspace/fsio.rs). Timed from this shell they would carry a subshell,
 # `cd` and a fork (about 2 ms here). The last row times `true` the same way: what the
 # spawn itself costs. The large rows are timed with bash's EPOCHREALTIME around
 # /usr/bin/time -f "%M", which supplies the peak RSS (its ~1 ms of overhead is noise at
@@ -127,6 +130,10 @@ measure() {
   for ((i = 0; i < n; i++)); do
     rm -rf "$run"
     if [[ -n $src ]]; then cp -a "$src" "$run"; else mkdir -p "$run"; fi
+    # The copy is left to settle (50 ms), as the files a host runs a step on were
+    # written by an earlier step, not a moment ago: a file changed in the last 20 ms
+    # gets no stamp (src/workspace/fsio.rs), and its re-reads compare its contents.
+    sleep 0.05
     # sync_first: the copies made so far are written back before the clock starts, so
     # that a run which fsyncs (the demo) does not wait for the harness's own writes.
     if [[ -n ${sync_first:-} ]]; then sync; fi

@@ -5,7 +5,8 @@
 //! program (about 2 ms here, more than the program's start-up). This times what the
 //! target is about: from spawning the process to its exit, as a host agent calling
 //! `metaopt` sees it. Each run gets a fresh copy of the project, made before the clock
-//! starts.
+//! starts and left to settle for 50 ms (the files a host runs a step on were written by
+//! an earlier step, not a moment ago: see `fsio::Stamp`).
 //!
 //! Usage: `spawn-timer [--sync] REPS SRC RUN -- PROGRAM [ARGS...]`. Each of REPS runs
 //! copies directory SRC to RUN (`-` for an empty RUN), runs PROGRAM there with stdout
@@ -83,6 +84,7 @@ fn time_runs(args: &Args) -> Result<(), String> {
         if args.sync {
             helper("sync", &[])?;
         }
+        std::thread::sleep(std::time::Duration::from_millis(50));
         let stderr =
             std::fs::File::create(&stderr_path).map_err(|e| format!("{stderr_path}: {e}"))?;
         let start = Instant::now();
