@@ -150,31 +150,81 @@ pub(crate) fn parse_top_level<'de>(
     text: &'de str,
     fields: impl TopLevelFields<'de>,
 ) -> Result<Dynamic, serde_json::Error> {
+    parse_top_level_placed(text, fields).map(|(value, _)| value)
+}
+
+/// Where each top-level key of an object text starts (its opening quote), in order;
+/// `None` when a key holds an escape (the parse then gives a copy, not the text's own).
+pub(crate) type KeyPlaces = Option<Vec<(Key, usize)>>;
+
+/// [`parse_top_level`], with the places of the top-level keys (`None` for a text that
+/// is not an object).
+pub(crate) fn parse_top_level_placed<'de>(
+    text: &'de str,
+    fields: impl TopLevelFields<'de>,
+) -> Result<(Dynamic, KeyPlaces), serde_json::Error> {
     use serde::Deserializer as _;
     use serde::de::{MapAccess, Visitor};
     if !text.trim_start().starts_with('{') {
-        return parse_json(text);
+        return parse_json(text).map(|value| (value, None));
     }
-    struct Top<F>(F);
-    impl<'de, F: TopLevelFields<'de>> Visitor<'de> for Top<F> {
-        type Value = Map;
+    struct Top<'de, F> {
+        text: &'de str,
+        fields: F,
+    }
+    impl<'de, F: TopLevelFields<'de>> Visitor<'de> for Top<'de, F> {
+        type Value = (Map, KeyPlaces);
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Map, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
             let mut out = Map::new();
-            while let Some(key) = entries.next_key_seed(MapKey)? {
-                if let Some(value) = self.0.read(key.as_str(), &mut entries)? {
+            let mut places = Some(Vec::new());
+            while let Some((key, at)) = entries.next_key_seed(PlacedKey(self.text))? {
+                match (&mut places, at) {
+                    (Some(list), Some(at)) => list.push((key.clone(), at)),
+                    _ => places = None,
+                }
+                if let Some(value) = self.fields.read(key.as_str(), &mut entries)? {
                     out.insert(key, value);
                 }
             }
-            Ok(out)
+            Ok((out, places))
         }
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let map = (&mut de).deserialize_map(Top(fields))?;
+    let (map, places) = (&mut de).deserialize_map(Top { text, fields })?;
     de.end()?;
-    Ok(Dynamic::from_map(map))
+    Ok((Dynamic::from_map(map), places))
+}
+
+/// A map key, and where its opening quote is in `.0` when the key is the text's own
+/// (no escape in it).
+struct PlacedKey<'de>(&'de str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PlacedKey<'de> {
+    type Value = (Key, Option<usize>);
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PlacedKey<'de> {
+    type Value = (Key, Option<usize>);
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        // A slice of the text: its distance from the text's start is its place.
+        let at = (v.as_ptr() as usize)
+            .checked_sub(self.0.as_ptr() as usize)
+            .filter(|at| *at >= 1 && at + v.len() <= self.0.len())
+            .map(|at| at - 1);
+        Ok((v.into(), at))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((v.into(), None))
+    }
 }
 
 /// Pretty-printed JSON of `value` with a final newline (`to_pretty` for script values).

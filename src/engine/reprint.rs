@@ -267,6 +267,54 @@ pub fn top_level_ranges(text: &str) -> Option<HashMap<String, Range<usize>>> {
     }
 }
 
+/// [`top_level_ranges`] of an object text that parsed, from where its top-level keys
+/// start (their opening quotes, in order, as the parse found them): each value runs
+/// from after its key's colon to the comma before the next key, or to the closing
+/// brace. Only the bytes between the fields are looked at, not the values (a pool is
+/// 10 MB). `None` when the places do not fit the text.
+pub fn ranges_from_key_places(
+    text: &str,
+    places: &[usize],
+) -> Option<HashMap<String, Range<usize>>> {
+    let bytes = text.as_bytes();
+    let mut out = HashMap::with_capacity(places.len());
+    for (i, &at) in places.iter().enumerate() {
+        if bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(bytes, at)?;
+        let key: String = serde_json::from_str(&text[at..key_end]).ok()?;
+        let colon = space(bytes, key_end);
+        if bytes.get(colon) != Some(&b':') {
+            return None;
+        }
+        let start = space(bytes, colon + 1);
+        let end = match places.get(i + 1) {
+            Some(&next) => {
+                let comma = back_space(bytes, next).checked_sub(1)?;
+                (bytes.get(comma) == Some(&b',')).then(|| back_space(bytes, comma))?
+            }
+            None => {
+                let close = back_space(bytes, bytes.len()).checked_sub(1)?;
+                (bytes.get(close) == Some(&b'}')).then(|| back_space(bytes, close))?
+            }
+        };
+        if end < start {
+            return None;
+        }
+        out.insert(key, start..end);
+    }
+    Some(out)
+}
+
+/// The position after the last byte before `at` that is not JSON whitespace.
+fn back_space(bytes: &[u8], mut at: usize) -> usize {
+    while at > 0 && matches!(bytes[at - 1], b' ' | b'\n' | b'\r' | b'\t') {
+        at -= 1;
+    }
+    at
+}
+
 /// The first position from `at` that is not JSON whitespace.
 fn space(bytes: &[u8], mut at: usize) -> usize {
     while matches!(bytes.get(at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
@@ -479,6 +527,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The places of the top-level keys of `text` as its parse finds them.
+    fn key_places(text: &str) -> Option<Vec<usize>> {
+        struct Skip;
+        impl<'de> crate::engine::doc::TopLevelFields<'de> for Skip {
+            fn read<A: serde::de::MapAccess<'de>>(
+                &self,
+                _: &str,
+                entries: &mut A,
+            ) -> Result<Option<rhai::Dynamic>, A::Error> {
+                entries.next_value::<serde::de::IgnoredAny>().map(|_| None)
+            }
+        }
+        let (_, places) = crate::engine::doc::parse_top_level_placed(text, Skip).ok()?;
+        Some(places?.into_iter().map(|(_, at)| at).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn ranges_from_key_places_are_the_scanned_ones(
+            fields in proptest::collection::vec(("[a-z]{0,3}", json_values()), 0..5),
+            pretty in any::<bool>(),
+        ) {
+            // Objects with repeated keys too (the last one counts, as in a parse).
+            let mut text = String::from("{");
+            for (i, (key, value)) in fields.iter().enumerate() {
+                let value = if pretty {
+                    serde_json::to_string_pretty(value).unwrap()
+                } else {
+                    serde_json::to_string(value).unwrap()
+                };
+                let sep = if i == 0 { "\n  " } else if pretty { ",\n  " } else { " , " };
+                text.push_str(&format!("{sep}{}: {value}", serde_json::to_string(key).unwrap()));
+            }
+            text.push_str(" \n}\n");
+            let places = key_places(&text).expect("no escaped key");
+            prop_assert_eq!(ranges_from_key_places(&text, &places), top_level_ranges(&text));
+        }
+    }
+
+    #[test]
+    fn an_escaped_key_leaves_no_places_and_a_place_off_a_quote_gives_none() {
+        assert_eq!(key_places(r#"{"a\u0062": 1}"#), None);
+        assert_eq!(key_places("[1]"), None);
+        let text = r#"{"a": [1, {"b": 2}], "c": "d"}"#;
+        let places = key_places(text).unwrap();
+        assert_eq!(places, vec![1, 21]);
+        assert_eq!(
+            ranges_from_key_places(text, &places),
+            top_level_ranges(text)
+        );
+        assert_eq!(ranges_from_key_places(text, &[2]), None, "not a quote");
+        assert_eq!(
+            ranges_from_key_places(text, &[12]),
+            None,
+            "a key inside a value"
+        );
     }
 
     proptest! {

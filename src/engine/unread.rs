@@ -25,7 +25,9 @@
 //! in our layout the items' texts are copied into a document of their own, otherwise
 //! the items are built and appended to an empty unread list ([`Unread::unseen_items`]).
 
-use crate::engine::doc::{MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level};
+use crate::engine::doc::{
+    MapKey, ScriptValue, TopLevelFields, parse_json_fields, parse_top_level_placed,
+};
 use crate::machine::model::FieldRule;
 use rhai::{Array, Dynamic, Map};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -574,14 +576,23 @@ pub fn parse_json_leaving(
     unread: &[(&str, Option<&FieldRule>)],
 ) -> Result<Dynamic, serde_json::Error> {
     let ranges = Rc::new(TextRanges::new());
-    parse_top_level(
+    let (value, places) = parse_top_level_placed(
         text.as_str(),
         Leaving {
             text,
             ranges: &ranges,
             unread,
         },
-    )
+    )?;
+    // The unread fields' places, from where the parse found the keys (else found by a
+    // scan of the text when first asked for).
+    if let Some(places) = places {
+        let starts: Vec<usize> = places.iter().map(|(_, at)| *at).collect();
+        if let Some(found) = crate::engine::reprint::ranges_from_key_places(text, &starts) {
+            let _ = ranges.set(Some(found));
+        }
+    }
+    Ok(value)
 }
 
 /// No rule: a value of any type, nothing to build.
