@@ -702,12 +702,24 @@ fn read_doc(
     }
 }
 
-/// The largest number after `prefix` in the text of an item's `field` (0 for none).
-fn max_suffix_of(items: &Array, field: &str, prefix: &str) -> i64 {
+/// The `field` value of each item of `items` that is a map holding one, in order.
+pub(crate) fn field_values(items: &[Dynamic], field: &str) -> Array {
     items
         .iter()
-        .filter_map(|item| field_text(item, field))
-        .filter_map(|v| suffix_number(&v, prefix))
+        .filter_map(|item| item.read_lock::<Map>()?.get(field).cloned())
+        .collect()
+}
+
+/// The largest number after `prefix` in the text of an item's `field` (0 for none).
+fn max_suffix_of(items: &Array, field: &str, prefix: &str) -> i64 {
+    max_suffix_in(&field_values(items, field), prefix)
+}
+
+/// The largest number after `prefix` in the text of a value of `values` (0 for none).
+fn max_suffix_in(values: &[Dynamic], prefix: &str) -> i64 {
+    values
+        .iter()
+        .filter_map(|v| suffix_number(&v.to_string(), prefix))
         .max()
         .unwrap_or(0)
 }
@@ -727,17 +739,26 @@ pub(crate) fn unseen_indices(items: &[Dynamic], field: &str, seen: &Map) -> Vec<
 
 /// Whether an item of `items` is a map whose `field` is the same as `value`.
 fn has_item_of(items: &Array, field: &str, value: &Dynamic) -> bool {
-    items.iter().any(|item| {
-        item.read_lock::<Map>()
-            .and_then(|m| m.get(field).map(|v| crate::engine::doc::same(v, value)))
-            .unwrap_or(false)
-    })
+    has_value(&field_values(items, field), value)
+}
+
+/// Whether a value of `values` is the same as `value`.
+fn has_value(values: &[Dynamic], value: &Dynamic) -> bool {
+    values.iter().any(|v| crate::engine::doc::same(v, value))
 }
 
 /// The string values of `item[field]` as the keys of a map (a set).
 fn string_set_of(items: &Array, field: &str) -> Map {
+    string_set_in(&field_values(items, field))
+}
+
+/// The strings of `values` as the keys of a map (a set).
+fn string_set_in(values: &[Dynamic]) -> Map {
     let mut set = Map::new();
-    for s in items.iter().filter_map(|item| field_string(item, field)) {
+    for s in values
+        .iter()
+        .filter_map(|v| v.read_lock::<rhai::ImmutableString>())
+    {
         set.insert(s.as_str().into(), Dynamic::TRUE);
     }
     set
@@ -788,15 +809,13 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     engine.register_fn(
         "string_set",
         |u: &mut Unread, field: &str| -> Result<Map, Box<EvalAltResult>> {
-            let items = u.item_field(field).map_err(err)?;
-            Ok(string_set_of(&items, field))
+            Ok(string_set_in(&u.item_field(field).map_err(err)?))
         },
     );
     engine.register_fn(
         "max_suffix",
         |u: &mut Unread, field: &str, prefix: &str| -> Result<i64, Box<EvalAltResult>> {
-            let items = u.item_field(field).map_err(err)?;
-            Ok(max_suffix_of(&items, field, prefix))
+            Ok(max_suffix_in(&u.item_field(field).map_err(err)?, prefix))
         },
     );
     // A selection of an unread list, and two joined, are unread lists (see
@@ -837,8 +856,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
     engine.register_fn(
         "has_item",
         |u: &mut Unread, field: &str, value: Dynamic| -> Result<bool, Box<EvalAltResult>> {
-            let items = u.item_field(field).map_err(err)?;
-            Ok(has_item_of(&items, field, &value))
+            Ok(has_value(&u.item_field(field).map_err(err)?, &value))
         },
     );
     for name in ["to_string", "to_debug"] {
@@ -966,11 +984,7 @@ fn register_primitives(engine: &mut Engine, shared: &Rc<RefCell<SharedTables>>) 
         },
     );
     engine.register_fn("max_suffix", |items: &mut Array, prefix: &str| -> i64 {
-        items
-            .iter()
-            .filter_map(|v| suffix_number(&v.to_string(), prefix))
-            .max()
-            .unwrap_or(0)
+        max_suffix_in(items, prefix)
     });
     engine.register_fn("join", |items: &mut Array, sep: &str| -> String {
         items

@@ -246,8 +246,8 @@ impl Unread {
         }
     }
 
-    /// The `field` of each item that has one (a map holding it), as a one-entry map, in
-    /// order, the appended items' too: what the list primitives that read one item field
+    /// The `field` value of each item that has one (a map holding it), in order, the
+    /// appended items' too: what the list primitives that read one item field
     /// (`string_set`, `max_suffix`, `has_item`) see of the whole list. From the scan when
     /// it kept `field` exactly, else from the text ([`Unread::scan_item_field`]).
     pub fn item_field(&self, field: &str) -> Result<Array, String> {
@@ -255,20 +255,13 @@ impl Unread {
             .outline
             .as_ref()
             .is_some_and(|fields| fields.iter().any(|f| f == field));
-        let mut items = match self.view.read_lock::<Array>() {
-            Some(view) if kept => view
-                .iter()
-                .filter_map(|item| one_field(item, field))
-                .collect(),
+        let mut values = match self.view.read_lock::<Array>() {
+            Some(view) if kept => crate::engine::sandbox::field_values(&view, field),
             Some(_) => self.scan_item_field(field)?,
             None => return Err(self.refusal()),
         };
-        items.extend(
-            self.appended
-                .iter()
-                .filter_map(|item| one_field(item, field)),
-        );
-        Ok(items)
+        values.extend(crate::engine::sandbox::field_values(&self.appended, field));
+        Ok(values)
     }
 
     /// [`Unread::item_field`] of the text's items: found by line in our layout, else from
@@ -282,10 +275,7 @@ impl Unread {
         let items = self.text_value()?;
         let items = items.read_lock::<Array>();
         Ok(items.map_or_else(Array::new, |items| {
-            items
-                .iter()
-                .filter_map(|item| one_field(item, field))
-                .collect()
+            crate::engine::sandbox::field_values(&items, field)
         }))
     }
 
@@ -296,15 +286,15 @@ impl Unread {
     fn item_field_in_layout(&self, text: &str, field: &str) -> Result<Array, String> {
         let key = serde_json::to_string(field).map_err(|e| e.to_string())?;
         let marker = format!("\n{}{key}: ", "  ".repeat(FIELD_DEPTH + 2));
-        let mut items = Array::new();
+        let mut values = Array::new();
         for at in memchr::memmem::find_iter(text.as_bytes(), marker.as_bytes()) {
             let mut de = serde_json::Deserializer::from_str(&text[at + marker.len()..]);
             let value = ScriptValue
                 .deserialize(&mut de)
                 .map_err(|_| no_longer_parses(&self.name))?;
-            items.push(one_entry(field, value));
+            values.push(value);
         }
-        Ok(items)
+        Ok(values)
     }
 
     /// Whether `other`, a built value, cannot be the field's value, told without parsing
@@ -758,20 +748,6 @@ fn split_items(body: &str) -> Option<Vec<&str>> {
 #[cfg(test)]
 fn item_texts(list: &str) -> Option<Vec<&str>> {
     split_items(list_body(list)?)
-}
-
-/// `item[field]` alone, as a one-entry map (`None` when `item` is not a map or lacks it).
-fn one_field(item: &Dynamic, field: &str) -> Option<Dynamic> {
-    item.read_lock::<Map>()
-        .and_then(|m| m.get(field).cloned())
-        .map(|value| one_entry(field, value))
-}
-
-/// The map `{field: value}`.
-fn one_entry(field: &str, value: Dynamic) -> Dynamic {
-    let mut one = Map::new();
-    one.insert(field.into(), value);
-    Dynamic::from_map(one)
 }
 
 /// Goes over a value without building it, through serde's own recursion and number
