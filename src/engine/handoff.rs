@@ -9,7 +9,6 @@ use crate::engine::json_text;
 use crate::engine::json_text::{Entry, Piece};
 use crate::engine::patch::leaf_paths;
 use crate::engine::phase::PhaseOutcome;
-use crate::engine::pretty::pretty_at;
 use crate::machine::Machine;
 use crate::workspace::fsio::resolves_inside;
 use rhai::Dynamic;
@@ -22,6 +21,13 @@ pub fn to_pretty(value: &Value) -> String {
     let mut s = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
     s.push('\n');
     s
+}
+
+/// A state patch entry's value: its text at the depth it was printed, or the new
+/// state's value, printed straight into the handoff.
+enum PatchValue<'a> {
+    Text(Cow<'a, str>, usize),
+    State(&'a Dynamic),
 }
 
 /// A phase's handoff as written, and where its state patch is in the text.
@@ -59,23 +65,23 @@ pub fn print(
         return Ok(PrintedHandoff { patch: 0..0, text });
     };
     // The patch's entries, when some are the state's: each value printed once.
+    let state_map = state.and_then(|s| s.read_lock::<rhai::Map>());
     let patch_entries = match envelope.get("state_patch").and_then(Value::as_object) {
         Some(entries) if !from_state.is_empty() => {
-            let state_map = state.and_then(|s| s.read_lock::<rhai::Map>());
-            let mut texts: Vec<(&str, Cow<str>, usize)> = entries
+            let mut texts: Vec<(&str, PatchValue)> = entries
                 .iter()
-                .map(|(k, v)| (k.as_str(), Cow::Owned(pretty(v)), 0))
+                .map(|(k, v)| (k.as_str(), PatchValue::Text(Cow::Owned(pretty(v)), 0)))
                 .collect();
             for key in from_state {
-                // Printed where it goes (the patch's values are two levels deep).
-                let (text, depth) = match fields.and_then(|f| f.text_of(key)) {
-                    Some(piece) => (Cow::Borrowed(piece.text), piece.depth),
+                // The state's text of it, else printed where it goes (two levels deep).
+                let value = match fields.and_then(|f| f.text_of(key)) {
+                    Some(piece) => PatchValue::Text(Cow::Borrowed(piece.text), piece.depth),
                     None => match state_map.as_ref().and_then(|m| m.get(key.as_str())) {
-                        Some(v) => (Cow::Owned(pretty_at(v, 2, &mut true)?), 2),
-                        None => (Cow::Borrowed("null"), 0),
+                        Some(v) => PatchValue::State(v),
+                        None => PatchValue::Text(Cow::Borrowed("null"), 0),
                     },
                 };
-                texts.push((key.as_str(), text, depth));
+                texts.push((key.as_str(), value));
             }
             texts.sort_by(|a, b| a.0.cmp(b.0));
             Some(texts)
@@ -96,14 +102,15 @@ pub fn print(
             Some(t) => Entry::Text(Piece::top(t)),
             None => {
                 let pieces = patch_entries.iter().flatten();
-                let pieces = pieces.map(|(k, text, depth)| {
-                    (
-                        *k,
-                        Piece {
+                let pieces = pieces.map(|(k, value)| {
+                    let entry = match value {
+                        PatchValue::Text(text, depth) => Entry::Text(Piece {
                             text,
                             depth: *depth,
-                        },
-                    )
+                        }),
+                        PatchValue::State(value) => Entry::Value(value),
+                    };
+                    (*k, entry)
                 });
                 Entry::Object(pieces.collect())
             }
@@ -111,7 +118,7 @@ pub fn print(
         (*k, entry)
     });
     let mut text = String::new();
-    let ranges = json_text::push_object(&mut text, entries.collect(), 0);
+    let ranges = json_text::push_object(&mut text, entries.collect(), 0)?;
     text.push('\n');
     let at = envelope.keys().position(|k| k == "state_patch");
     let patch = at.and_then(|i| ranges.get(i).cloned()).unwrap_or(0..0);

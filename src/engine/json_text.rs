@@ -22,14 +22,17 @@ impl<'a> Piece<'a> {
     }
 }
 
-/// An object entry's value: a printed text, or an object of printed texts written in
-/// place (one pass over its texts instead of two).
+/// An object entry's value: a printed text, a value printed where it goes, or an
+/// object of those written in place (one pass over its texts instead of two).
 #[derive(Debug, Clone)]
 pub enum Entry<'a> {
     /// A value printed already.
     Text(Piece<'a>),
-    /// An object whose entries are printed already.
-    Object(Vec<(&'a str, Piece<'a>)>),
+    /// A value printed straight into the text, at the depth it goes (a pool printed
+    /// for this text only is not printed apart, then copied).
+    Value(&'a rhai::Dynamic),
+    /// An object whose entries are printed already or printed in place.
+    Object(Vec<(&'a str, Entry<'a>)>),
 }
 
 /// The pretty text of an object whose entries are `(key, value's text)`, in the order
@@ -37,17 +40,19 @@ pub enum Entry<'a> {
 pub fn object<'a>(entries: impl IntoIterator<Item = (&'a str, Piece<'a>)>) -> String {
     let mut out = String::new();
     let entries = entries.into_iter().map(|(k, v)| (k, Entry::Text(v)));
-    push_object(&mut out, entries.collect(), 0);
+    // Texts only: nothing is printed, so nothing can fail.
+    let _ = push_object(&mut out, entries.collect(), 0);
     out
 }
 
 /// Appends [`object`]'s text as it reads `depth` levels deep in a larger text; the
-/// ranges of `out` its entries' values took, in order.
+/// ranges of `out` its entries' values took, in order. Fails only when a value printed
+/// in place cannot be printed.
 pub fn push_object(
     out: &mut String,
     entries: Vec<(&str, Entry)>,
     depth: usize,
-) -> Vec<std::ops::Range<usize>> {
+) -> Result<Vec<std::ops::Range<usize>>, String> {
     let pad = "  ".repeat(depth + 1);
     let mut ranges = Vec::new();
     out.push('{');
@@ -59,9 +64,11 @@ pub fn push_object(
         let start = out.len();
         match value {
             Entry::Text(piece) => push_value(out, piece, depth + 1),
+            Entry::Value(value) => {
+                crate::engine::pretty::write_value(out, value, Some(depth + 1), &mut true)?
+            }
             Entry::Object(inner) => {
-                let inner = inner.into_iter().map(|(k, v)| (k, Entry::Text(v)));
-                push_object(out, inner.collect(), depth + 1);
+                push_object(out, inner, depth + 1)?;
             }
         }
         ranges.push(start..out.len());
@@ -71,7 +78,7 @@ pub fn push_object(
         out.push_str(&pad[2..]);
     }
     out.push('}');
-    ranges
+    Ok(ranges)
 }
 
 /// Appends `value` as it reads `depth` levels deep in a larger text (a text printed
@@ -207,16 +214,16 @@ mod tests {
             ("a", Entry::Text(list)),
             ("b", Entry::Text(Piece::top("{}"))),
         ];
-        let ranges = push_object(&mut outer, entries, 1);
+        let ranges = push_object(&mut outer, entries, 1).unwrap();
         assert_eq!(&outer[ranges[0].clone()], "[\n      1\n    ]");
         outer.push_str(",\n  \"y\": ");
-        push_object(
-            &mut outer,
-            vec![("a", Entry::Object(vec![("b", deeper)]))],
-            1,
-        );
+        // A value printed in place, at the depth it goes.
+        let value = crate::engine::doc::from_json(&json!([2, {"k": [3]}]));
+        let inner_entries = vec![("b", Entry::Text(deeper)), ("c", Entry::Value(&value))];
+        push_object(&mut outer, vec![("a", Entry::Object(inner_entries))], 1).unwrap();
         outer.push_str("\n}");
-        let expected = json!({"x": {"a": [1], "b": {}}, "y": {"a": {"b": [1]}}});
+        let expected =
+            json!({"x": {"a": [1], "b": {}}, "y": {"a": {"b": [1], "c": [2, {"k": [3]}]}}});
         assert_eq!(outer, pretty(&expected));
         assert_eq!(inner, pretty(&expected["x"]));
     }
