@@ -82,17 +82,19 @@ pub fn consume(paths: &[String]) -> Result<Vec<String>, String> {
             .extension()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // The first free `<stem>.<n>.<ext>`: each try moves the file unless the name is
+        // taken (one call a try, no look first).
+        crate::workspace::failpoint::hit(&consumed).map_err(|e| e.to_string())?;
         let mut n = 1;
         let target = loop {
             let t = consumed.join(format!("{stem}.{n}.{ext}"));
-            if !t.exists() {
+            let done = fsio::rename_no_replace(path, &t)
+                .map_err(|e| format!("{}: cannot move aside: {e}", path.display()))?;
+            if done {
                 break t;
             }
             n += 1;
         };
-        crate::workspace::failpoint::hit(&target).map_err(|e| e.to_string())?;
-        std::fs::rename(path, &target)
-            .map_err(|e| format!("{}: cannot move aside: {e}", path.display()))?;
         moved.push(target.display().to_string());
     }
     Ok(moved)

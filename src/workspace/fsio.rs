@@ -187,6 +187,27 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// Moves `from` to `to` unless something is at `to` already: `Ok(false)`, nothing
+/// moved. One `renameat2(RENAME_NOREPLACE)` where the system has it (no look before the
+/// move, and no race with another writer of `to`), else a look and a rename.
+pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<bool> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(true),
+            Err(nix::errno::Errno::EEXIST) => return Ok(false),
+            // Not supported here (a file system or kernel without it): look, then move.
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if to.symlink_metadata().is_ok() {
+        return Ok(false);
+    }
+    fs::rename(from, to).map(|()| true)
+}
+
 /// Lexically normalises `path` (drops `.`, resolves `..` where possible) without touching the disk.
 pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -370,6 +391,28 @@ mod tests {
         let stamp = stamp.expect("settled again");
         write_atomic(&path, b"{\"n\": 2}").unwrap();
         assert_ne!(super::stamp(&path), Some(stamp), "another inode");
+    }
+
+    #[test]
+    fn a_rename_without_replace_moves_only_to_a_free_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "b").unwrap();
+        assert!(!rename_no_replace(&a, &b).unwrap(), "b is taken");
+        assert_eq!(fs::read_to_string(&b).unwrap(), "b");
+        assert_eq!(fs::read_to_string(&a).unwrap(), "a", "left where it was");
+        assert!(rename_no_replace(&a, &c).unwrap());
+        assert_eq!(fs::read_to_string(&c).unwrap(), "a");
+        assert!(!a.exists());
+        assert!(
+            rename_no_replace(&a, &dir.path().join("d")).is_err(),
+            "nothing to move"
+        );
     }
 
     #[test]
