@@ -290,6 +290,7 @@ pub fn ranges_from_key_places(
         }
         let start = space(bytes, colon + 1);
         let end = match places.get(i + 1) {
+            Some(&next) if next > bytes.len() => return None,
             Some(&next) => {
                 let comma = back_space(bytes, next).checked_sub(1)?;
                 (bytes.get(comma) == Some(&b',')).then(|| back_space(bytes, comma))?
@@ -580,11 +581,8 @@ mod tests {
             top_level_ranges(text)
         );
         assert_eq!(ranges_from_key_places(text, &[2]), None, "not a quote");
-        assert_eq!(
-            ranges_from_key_places(text, &[12]),
-            None,
-            "a key inside a value"
-        );
+        assert_eq!(ranges_from_key_places(text, &[1, 12]), None, "not a quote");
+        assert_eq!(ranges_from_key_places(text, &[1, 99]), None, "past the end");
     }
 
     proptest! {

@@ -19,8 +19,13 @@ pub enum ReadFailure {
 }
 
 /// How long a file must have been left alone before its stamp is trusted: more than a
-/// tick of the clock file systems stamp changes with (1-10 ms, by kernel).
+/// tick of the clock file systems stamp changes with (1-10 ms, by kernel, on a file
+/// system that keeps nanoseconds).
 pub const SETTLED: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// [`SETTLED`] for a file whose times hold no fraction of a second: its file system may
+/// keep whole seconds only (ext4 with small inodes, ext3) or even seconds (FAT).
+pub const SETTLED_COARSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the file system says of a file's identity and last change (device, inode,
 /// length, modification and change times). A stamp taken when the file had not changed
@@ -50,15 +55,18 @@ impl Stamp {
         }
     }
 
-    /// Whether the file's last change was [`SETTLED`] before `now`.
+    /// Whether the file's last change was [`SETTLED`] before `now` ([`SETTLED_COARSE`]
+    /// when its times are whole seconds).
     fn settled_at(&self, now: std::time::SystemTime) -> bool {
         let nanos = |(secs, nsec): (i64, i64)| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
         let now = match now.duration_since(std::time::UNIX_EPOCH) {
             Ok(since) => since.as_nanos() as i128,
             Err(_) => return false,
         };
+        let coarse = self.changed.1 == 0 && self.modified.1 == 0;
+        let wait = if coarse { SETTLED_COARSE } else { SETTLED };
         let last = nanos(self.changed).max(nanos(self.modified));
-        last + SETTLED.as_nanos() as i128 <= now
+        last + wait.as_nanos() as i128 <= now
     }
 }
 
@@ -78,11 +86,14 @@ pub fn read_text_capped(path: &Path) -> Result<String, ReadFailure> {
 /// finds it changed.)
 pub fn read_text_stamped(path: &Path) -> Result<(String, Option<Stamp>), ReadFailure> {
     let now = std::time::SystemTime::now();
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
+    // Opened first, then looked at: the stamp is the opened file's, the one read.
+    let unreadable = |e: std::io::Error| ReadFailure::Unreadable(e.to_string());
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadFailure::Missing),
-        Err(e) => return Err(ReadFailure::Unreadable(e.to_string())),
+        Err(e) => return Err(unreadable(e)),
     };
+    let meta = file.metadata().map_err(unreadable)?;
     if meta.is_dir() {
         return Err(ReadFailure::Unreadable(
             "is a directory, expected a file".into(),
@@ -96,9 +107,9 @@ pub fn read_text_stamped(path: &Path) -> Result<(String, Option<Stamp>), ReadFai
         )));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    fs::File::open(path)
-        .and_then(|f| f.take(MAX_READ_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| ReadFailure::Unreadable(e.to_string()))?;
+    file.take(MAX_READ_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
     if bytes.len() as u64 > MAX_READ_BYTES {
         return Err(ReadFailure::Unreadable(
             "file grew over the size cap".into(),
@@ -371,10 +382,13 @@ mod tests {
     fn a_stamp_is_taken_of_a_settled_file_only_and_changes_with_any_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
+        let written = std::time::Instant::now();
         fs::write(&path, "{\"n\": 1}").unwrap();
         let (text, stamp) = read_text_stamped(&path).unwrap();
         assert_eq!(text, "{\"n\": 1}");
-        assert_eq!(stamp, None, "changed a moment ago: no stamp");
+        if written.elapsed() < SETTLED {
+            assert_eq!(stamp, None, "changed a moment ago: no stamp");
+        }
         std::thread::sleep(SETTLED * 2);
         let (_, stamp) = read_text_stamped(&path).unwrap();
         let stamp = stamp.expect("settled: stamped");
@@ -391,6 +405,26 @@ mod tests {
         let stamp = stamp.expect("settled again");
         write_atomic(&path, b"{\"n\": 2}").unwrap();
         assert_ne!(super::stamp(&path), Some(stamp), "another inode");
+    }
+
+    #[test]
+    fn whole_second_times_wait_for_the_coarse_margin() {
+        let at = |secs, nsec| Stamp {
+            dev: 1,
+            ino: 1,
+            len: 1,
+            modified: (secs, nsec),
+            changed: (secs, nsec),
+        };
+        let now = |secs: u64, millis: u64| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + millis)
+        };
+        assert!(at(100, 5).settled_at(now(100, 30)), "nanoseconds: 20 ms");
+        assert!(!at(100, 5).settled_at(now(100, 10)));
+        // Whole seconds: the file system may round a later write down to the same second.
+        assert!(!at(100, 0).settled_at(now(101, 0)));
+        assert!(at(100, 0).settled_at(now(103, 0)));
+        assert!(!at(100, 5).settled_at(std::time::UNIX_EPOCH - std::time::Duration::from_secs(1)));
     }
 
     #[test]
