@@ -429,6 +429,45 @@ fn status_and_history_describe_the_campaign() {
 }
 
 #[test]
+fn history_and_status_read_the_journal_a_line_at_a_time_and_skip_what_is_not_an_entry() {
+    let p = Project::example();
+    p.sim_until("IDEATE", 10);
+    let journal = p.read(".ml-metaopt/journal.jsonl");
+    let lines = journal.lines().count();
+    assert!(lines >= 2, "{journal}");
+    let s = p.run_json(&["status", "--json"]);
+    assert_eq!(s["tables_changed_during_campaign"], false);
+    // A torn line and a line that is no entry are skipped; an entry that saw the
+    // tables change is counted.
+    let mut edited: Vec<String> = journal.lines().map(str::to_string).collect();
+    let mut changed: Value = serde_json::from_str(&edited[0]).unwrap();
+    changed["tables_changed"] = Value::Bool(true);
+    edited[0] = changed.to_string();
+    edited.insert(1, "{\"agent\": \"torn".into());
+    edited.insert(2, "42".into());
+    p.write(".ml-metaopt/journal.jsonl", &(edited.join("\n") + "\n"));
+    let h = p.run(&["history"]);
+    assert_eq!(text(&h).lines().count(), lines, "{}", text(&h));
+    assert!(
+        text(&h)
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("[tables changed]"),
+        "{}",
+        text(&h)
+    );
+    let raw = p.run(&["history", "--json"]);
+    assert_eq!(
+        text(&raw).lines().next().unwrap(),
+        edited[0],
+        "the line as written"
+    );
+    let s = p.run_json(&["status", "--json"]);
+    assert_eq!(s["tables_changed_during_campaign"], true);
+}
+
+#[test]
 fn the_journal_records_the_digest_and_patch_of_each_written_handoff() {
     let p = Project::example();
     let mut patched = 0;

@@ -21,26 +21,26 @@ pub fn run(machine_dir: Option<&Path>, args: HistoryArgs) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
-    for e in journal::read(machine) {
+    journal::scan(machine, |line, e| {
         if args.json {
-            crate::say!("{e}");
+            crate::say!("{line}");
         } else {
-            let changed = if e["tables_changed"] == serde_json::json!(true) {
+            let changed = if e.tables_changed == serde_json::json!(true) {
                 "  [tables changed]"
             } else {
                 ""
             };
             crate::say!(
                 "{:>4} {} {} --{}.{}[{}]--> {}{changed}",
-                e["seq"],
-                e["time"].as_str().unwrap_or(""),
-                e["machine_state_before"].as_str().unwrap_or(""),
-                e["agent"].as_str().unwrap_or(""),
-                e["phase"].as_str().unwrap_or(""),
-                e["rule"].as_str().unwrap_or(""),
-                e["machine_state_after"].as_str().unwrap_or("")
+                e.seq,
+                e.time.as_str().unwrap_or(""),
+                e.machine_state_before.as_str().unwrap_or(""),
+                e.agent.as_str().unwrap_or(""),
+                e.phase.as_str().unwrap_or(""),
+                e.rule.as_str().unwrap_or(""),
+                e.machine_state_after.as_str().unwrap_or("")
             );
         }
-    }
+    });
     0
 }

@@ -69,11 +69,13 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
             .pointer("/current_sweep/cumulative_spend_usd")
             .and_then(Value::as_f64)
             .unwrap_or(0.0);
-    let entries = journal::read(machine);
-    let tables_changed = entries.iter().any(|e| e["tables_changed"] == json!(true))
-        || entries
-            .last()
-            .is_some_and(|e| e["machine_hash"].as_str() != Some(machine.hash().as_str()));
+    let (mut changed_between, mut last_hash) = (false, None);
+    journal::scan(machine, |_, e| {
+        changed_between |= e.tables_changed == json!(true);
+        last_hash = Some(e.machine_hash);
+    });
+    let tables_changed =
+        changed_between || last_hash.is_some_and(|h| h.as_str() != Some(machine.hash().as_str()));
     let pending: Vec<Value> = std::fs::read_dir(step::layout(machine, "handoffs"))
         .ok()
         .into_iter()

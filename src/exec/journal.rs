@@ -61,13 +61,61 @@ pub fn path(machine: &Machine) -> String {
         .to_string()
 }
 
-/// Every entry of the journal (unparsable lines are skipped).
-pub fn read(machine: &Machine) -> Vec<Value> {
-    std::fs::read_to_string(path(machine))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+/// What `metaopt status` and `metaopt history` show of a journal line: everything but
+/// its patch and directives, which are scanned over, not built (a pool-changing step's
+/// line holds a pool: megabytes).
+#[derive(Debug, serde::Deserialize)]
+pub struct Summary {
+    /// Agent.
+    #[serde(default)]
+    pub agent: Value,
+    /// Phase.
+    #[serde(default)]
+    pub phase: Value,
+    /// Deciding rule.
+    #[serde(default)]
+    pub rule: Value,
+    /// Line number.
+    #[serde(default)]
+    pub seq: Value,
+    /// Time of the step.
+    #[serde(default)]
+    pub time: Value,
+    /// Machine state before.
+    #[serde(default)]
+    pub machine_state_before: Value,
+    /// Machine state after.
+    #[serde(default)]
+    pub machine_state_after: Value,
+    /// Hash of the tables that ran.
+    #[serde(default)]
+    pub machine_hash: Value,
+    /// Whether the tables changed since the line before.
+    #[serde(default)]
+    pub tables_changed: Value,
+}
+
+/// Calls `each` with every line of the journal that is a JSON object, as written and
+/// summarised, in order (other lines are skipped). The journal is read a line at a
+/// time: it grows with the campaign, by megabytes a pool-changing step.
+pub fn scan(machine: &Machine, mut each: impl FnMut(&str, Summary)) {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path(machine)) else {
+        return;
+    };
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if let Ok(summary) = serde_json::from_str::<Summary>(text) {
+            each(text, summary);
+        }
+    }
 }
 
 /// One journal line as written: the fields in the order of their names, the patch in
