@@ -26,14 +26,53 @@ fn bar(spent: f64, cap: f64) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
+/// What `status` reads of a handoff: its launch requests (its state patch, a pool at
+/// times, is scanned over, not built).
+#[derive(serde::Deserialize)]
+struct Launches {
+    #[serde(default)]
+    launch_requests: Value,
+}
+
 /// `metaopt status`.
 pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
     let machine = match super::open_project(machine_dir, &args.project) {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let state = match step::read_state(machine) {
-        Ok(Some(s)) => crate::engine::doc::to_json(&s.value()),
+    // The fields shown, as JSON; the pools are counted, not converted (a large
+    // campaign's pools are megabytes, left unread by the read).
+    let (state, pool_sizes) = match step::read_state(machine) {
+        Ok(Some(s)) => {
+            let doc = s.value();
+            let Some(map) = doc.read_lock::<rhai::Map>() else {
+                crate::tell!(
+                    "error: {}: not a JSON object",
+                    step::layout(machine, "state")
+                );
+                return 1;
+            };
+            let shown = [
+                "campaign_id",
+                "machine_state",
+                "status",
+                "current_iteration",
+                "baseline",
+                "current_sweep",
+                "completed_iterations",
+                "next_action",
+            ];
+            let fields: serde_json::Map<String, Value> = shown
+                .iter()
+                .filter_map(|k| {
+                    let v = map.get(*k)?;
+                    Some((k.to_string(), crate::engine::doc::to_json(v)))
+                })
+                .collect();
+            let count = |k: &str| map.get(k).and_then(crate::engine::unread::list_len);
+            let sizes = (count("current_proposals"), count("next_proposals"));
+            (Value::Object(fields), sizes)
+        }
         Ok(None) => {
             if args.json {
                 crate::say!("{}", json!({"state": null}));
@@ -82,8 +121,9 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         .flatten()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
-        .flat_map(|h| h["launch_requests"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t.trim_start().starts_with('{'))
+        .filter_map(|t| serde_json::from_str::<Launches>(&t).ok())
+        .flat_map(|h| h.launch_requests.as_array().cloned().unwrap_or_default())
         .filter(|l| {
             l["result_file"]
                 .as_str()
@@ -97,8 +137,8 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         "baseline": state["baseline"],
         "spend_usd": (spent * 100.0).round() / 100.0,
         "max_budget_usd": cap,
-        "current_proposals": state["current_proposals"].as_array().map(Vec::len),
-        "next_proposals": state["next_proposals"].as_array().map(Vec::len),
+        "current_proposals": pool_sizes.0,
+        "next_proposals": pool_sizes.1,
         "completed_iterations": completed.len(),
         "pending_workers": pending,
         "next_action": state["next_action"],

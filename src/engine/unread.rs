@@ -488,6 +488,26 @@ pub fn may_be_unread(value: &Dynamic) -> bool {
     value.is_variant() || value.is_shared()
 }
 
+/// The number of items of `value` when it is a list, built or left unread (an unread
+/// list is counted from its scan when its rule checks each item, else parsed); `None`
+/// for anything else.
+pub fn list_len(value: &Dynamic) -> Option<usize> {
+    if let Some(items) = value.read_lock::<Array>() {
+        return Some(items.len());
+    }
+    let unread = value.read_lock::<Unread>()?;
+    if !unread.is_list() {
+        return None;
+    }
+    match unread.item_count() {
+        Ok(n) => usize::try_from(n).ok(),
+        Err(_) => unread
+            .value()
+            .ok()
+            .and_then(|v| v.read_lock::<Array>().map(|a| a.len())),
+    }
+}
+
 /// The value of `value` when it is a field left unread, parsed now from its text;
 /// `None` for any other value. The one way the engine's walks over values (conversion,
 /// comparison, nesting, changes in place) see through an unread field; printing writes
@@ -1154,6 +1174,23 @@ mod tests {
         let whole = run(parse_json(&text).expect("parses"));
         assert_eq!(whole, run(leaving(&machine, &text).expect("parses")));
         assert!(whole.contains("\"proposal_id\": \"p-2\""), "{whole}");
+    }
+
+    #[test]
+    fn list_len_counts_built_and_unread_lists_alike() {
+        let machine = Machine::load(None).expect("embedded tables load");
+        let text = state_text(RICH, r#"[{"proposal_id": "n-1"}, {"proposal_id": "n-2"}]"#);
+        let field = |doc: &Dynamic, key: &str| doc.read_lock::<Map>().unwrap()[key].clone();
+        let whole = parse_json(&text).expect("parses");
+        let left = leaving(&machine, &text).expect("parses");
+        for key in ["current_proposals", "next_proposals"] {
+            let built = list_len(&field(&whole, key));
+            assert!(built.is_some(), "{key}");
+            assert!(may_be_unread(&field(&left, key)), "{key} left unread");
+            assert_eq!(list_len(&field(&left, key)), built, "{key}");
+        }
+        assert_eq!(list_len(&field(&whole, "machine_state")), None);
+        assert_eq!(list_len(&Dynamic::from_map(Map::new())), None);
     }
 
     #[test]
