@@ -417,6 +417,26 @@ fn status_and_history_describe_the_campaign() {
     let s = p.run_json(&["status", "--json"]);
     assert_eq!(s["machine_state"], "ANALYZE");
     assert_eq!(s["max_budget_usd"], 10.0);
+    // What status shows of the state is the state's.
+    let state = p.state();
+    let len = |k: &str| state[k].as_array().map(Vec::len);
+    assert_eq!(
+        s["current_proposals"].as_u64().map(|n| n as usize),
+        len("current_proposals")
+    );
+    assert_eq!(
+        s["next_proposals"].as_u64().map(|n| n as usize),
+        len("next_proposals")
+    );
+    assert_eq!(
+        s["completed_iterations"].as_u64().map(|n| n as usize),
+        len("completed_iterations")
+    );
+    for k in ["status", "baseline", "next_action"] {
+        assert_eq!(s[k], state[k], "{k}");
+    }
+    assert_eq!(s["iteration"], state["current_iteration"]);
+    assert!(s["pending_workers"].is_array());
     assert!(s["spend_usd"].as_f64().unwrap() > 0.0);
     let out = p.run(&["status"]);
     assert!(
@@ -445,7 +465,12 @@ fn history_and_status_read_the_journal_a_line_at_a_time_and_skip_what_is_not_an_
     edited[0] = changed.to_string();
     edited.insert(1, "{\"agent\": \"torn".into());
     edited.insert(2, "42".into());
-    p.write(".ml-metaopt/journal.jsonl", &(edited.join("\n") + "\n"));
+    edited.insert(3, "[1, 2, 3, 4]".into());
+    let mut bytes = (edited.join("\n") + "\n").into_bytes();
+    // A line that is not UTF-8 is skipped too, not the end of the journal.
+    let at = edited[0].len() + 1;
+    bytes.splice(at..at, b"\xff\xfe\n".iter().copied());
+    std::fs::write(p.path(".ml-metaopt/journal.jsonl"), bytes).unwrap();
     let h = p.run(&["history"]);
     assert_eq!(text(&h).lines().count(), lines, "{}", text(&h));
     assert!(

@@ -41,7 +41,7 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         Err(code) => return code,
     };
     // The fields shown, as JSON; the pools are counted, not converted (a large
-    // campaign's pools are megabytes, left unread by the read).
+    // campaign's pools are megabytes).
     let (state, pool_sizes) = match step::read_state(machine) {
         Ok(Some(s)) => {
             let doc = s.value();
@@ -166,12 +166,15 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         completed.len()
     );
     match state["baseline"].as_object() {
-        Some(b) => crate::say!(
-            "baseline   {} = {} ({})",
-            b["metric"].as_str().unwrap_or("?"),
-            b["value"],
-            b["wandb_run_url"]
-        ),
+        Some(b) => {
+            let field = |k: &str| b.get(k).cloned().unwrap_or(Value::Null);
+            crate::say!(
+                "baseline   {} = {} ({})",
+                field("metric").as_str().unwrap_or("?"),
+                field("value"),
+                field("wandb_run_url")
+            )
+        }
         None => crate::say!("baseline   none yet"),
     }
     match cap {

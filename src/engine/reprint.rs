@@ -581,7 +581,11 @@ mod tests {
             top_level_ranges(text)
         );
         assert_eq!(ranges_from_key_places(text, &[2]), None, "not a quote");
-        assert_eq!(ranges_from_key_places(text, &[1, 12]), None, "not a quote");
+        assert_eq!(
+            ranges_from_key_places(text, &[1, 12]),
+            None,
+            "a place inside a value"
+        );
         assert_eq!(ranges_from_key_places(text, &[1, 99]), None, "past the end");
     }
 

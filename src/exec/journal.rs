@@ -96,7 +96,7 @@ pub struct Summary {
 }
 
 /// Calls `each` with every line of the journal that is a JSON object, as written and
-/// summarised, in order (other lines are skipped). The journal is read a line at a
+/// summarised, in order (other lines, and lines that are not UTF-8, are skipped). The journal is read a line at a
 /// time: it grows with the campaign, by megabytes a pool-changing step.
 pub fn scan(machine: &Machine, mut each: impl FnMut(&str, Summary)) {
     use std::io::BufRead;
@@ -104,14 +104,21 @@ pub fn scan(machine: &Machine, mut each: impl FnMut(&str, Summary)) {
         return;
     };
     let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        match reader.read_line(&mut line) {
+        match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let text = line.trim_end_matches(['\n', '\r']);
+        // A line that is not UTF-8, not an object or not JSON is skipped, not the end.
+        let Ok(text) = std::str::from_utf8(&line) else {
+            continue;
+        };
+        let text = text.trim_end_matches(['\n', '\r']);
+        if !text.trim_start().starts_with('{') {
+            continue;
+        }
         if let Ok(summary) = serde_json::from_str::<Summary>(text) {
             each(text, summary);
         }

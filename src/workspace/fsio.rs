@@ -91,13 +91,13 @@ pub fn read_text_stamped(path: &Path) -> Result<(String, Option<Stamp>), ReadFai
     let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadFailure::Missing),
+        // A directory that cannot be opened is still named a directory.
+        Err(_) if fs::metadata(path).is_ok_and(|m| m.is_dir()) => return Err(not_a_file()),
         Err(e) => return Err(unreadable(e)),
     };
     let meta = file.metadata().map_err(unreadable)?;
     if meta.is_dir() {
-        return Err(ReadFailure::Unreadable(
-            "is a directory, expected a file".into(),
-        ));
+        return Err(not_a_file());
     }
     if meta.len() > MAX_READ_BYTES {
         return Err(ReadFailure::Unreadable(format!(
@@ -119,6 +119,11 @@ pub fn read_text_stamped(path: &Path) -> Result<(String, Option<Stamp>), ReadFai
         String::from_utf8(bytes).map_err(|_| ReadFailure::Unreadable("not valid UTF-8".into()))?;
     let stamp = Stamp::of(&meta);
     Ok((text, stamp.settled_at(now).then_some(stamp)))
+}
+
+/// What reading a directory gives.
+fn not_a_file() -> ReadFailure {
+    ReadFailure::Unreadable("is a directory, expected a file".into())
 }
 
 /// Whether the file at `path` holds exactly `text`, compared as it is read, a block
