@@ -155,7 +155,7 @@ pub(crate) fn parse_top_level<'de>(
 
 /// Where each top-level key of an object text starts (its opening quote), in order;
 /// `None` when a key holds an escape (the parse then gives a copy, not the text's own).
-pub(crate) type KeyPlaces = Option<Vec<(Key, usize)>>;
+pub(crate) type KeyPlaces = Option<Vec<usize>>;
 
 /// [`parse_top_level`], with the places of the top-level keys (`None` for a text that
 /// is not an object).
@@ -182,7 +182,7 @@ pub(crate) fn parse_top_level_placed<'de>(
             let mut places = Some(Vec::new());
             while let Some((key, at)) = entries.next_key_seed(PlacedKey(self.text))? {
                 match (&mut places, at) {
-                    (Some(list), Some(at)) => list.push((key.clone(), at)),
+                    (Some(list), Some(at)) => list.push(at),
                     _ => places = None,
                 }
                 if let Some(value) = self.fields.read(key.as_str(), &mut entries)? {

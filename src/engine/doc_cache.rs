@@ -64,10 +64,10 @@ impl Source {
     fn still_current(&self) -> bool {
         use crate::workspace::fsio;
         let path = std::path::Path::new(&self.path);
-        let unchanged = self.text.len() as u64 <= fsio::MAX_READ_BYTES
-            && self
-                .stamp
-                .is_some_and(|stamp| fsio::stamp(path) == Some(stamp));
+        if self.text.len() as u64 > fsio::MAX_READ_BYTES {
+            return false;
+        }
+        let unchanged = self.stamp.is_some() && fsio::stamp(path) == self.stamp;
         unchanged || fsio::holds(path, &self.text)
     }
 }

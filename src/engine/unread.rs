@@ -596,11 +596,10 @@ pub fn parse_json_leaving(
     )?;
     // The unread fields' places, from where the parse found the keys (else found by a
     // scan of the text when first asked for).
-    if let Some(places) = places {
-        let starts: Vec<usize> = places.iter().map(|(_, at)| *at).collect();
-        if let Some(found) = crate::engine::reprint::ranges_from_key_places(text, &starts) {
-            let _ = ranges.set(Some(found));
-        }
+    if let Some(found) =
+        places.and_then(|at| crate::engine::reprint::ranges_from_key_places(text, &at))
+    {
+        let _ = ranges.set(Some(found));
     }
     Ok(value)
 }
@@ -690,10 +689,15 @@ fn reindent_lines(out: &mut String, text: &str, from: usize, to: usize) -> bool 
     let bytes = text.as_bytes();
     let extra = "  ".repeat(to.saturating_sub(from));
     let fewer = 2 * from.saturating_sub(to);
-    // (Line breaks found by memchr, and room for the text made once: a pool is 10 MB.
-    // The indent dropped is checked without a `memcmp` call a line.)
-    let breaks = memchr::memchr_iter(b'\n', bytes);
-    out.reserve(text.len() + breaks.count() * extra.len());
+    // (Line breaks found by memchr, and room for the text made once: a pool is 10 MB;
+    // counted first only when lines grow. The indent dropped is checked without a
+    // `memcmp` call a line.)
+    let grown = if extra.is_empty() {
+        0
+    } else {
+        memchr::memchr_iter(b'\n', bytes).count() * extra.len()
+    };
+    out.reserve(text.len() + grown);
     let mut line = 0;
     for at in memchr::memchr_iter(b'\n', bytes) {
         out.push_str(&text[line..=at]);

@@ -116,10 +116,7 @@ pub fn scan(machine: &Machine, mut each: impl FnMut(&str, Summary)) {
             continue;
         };
         let text = text.trim_end_matches(['\n', '\r']);
-        if !text.trim_start().starts_with('{') {
-            continue;
-        }
-        if let Ok(summary) = serde_json::from_str::<Summary>(text) {
+        if let Some(summary) = entry::<Summary>(text.as_bytes()) {
             each(text, summary);
         }
     }
@@ -187,15 +184,14 @@ struct LastLine {
     seq: Option<Value>,
 }
 
-impl LastLine {
-    /// The line's two fields, when it is a JSON object.
-    fn parse(line: &[u8]) -> Option<Self> {
-        let first = line.iter().find(|b| !b.is_ascii_whitespace())?;
-        if *first != b'{' {
-            return None;
-        }
-        serde_json::from_slice(line).ok()
+/// What `T` takes from a journal line, when the line is a JSON object (a line of
+/// another kind, even valid JSON, is no entry).
+fn entry<'a, T: serde::Deserialize<'a>>(line: &'a [u8]) -> Option<T> {
+    let first = line.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
     }
+    serde_json::from_slice(line).ok()
 }
 
 /// The last line of the journal at `p` (read from the end: the journal grows with the
@@ -231,7 +227,7 @@ fn last_line(p: &str) -> Option<(Vec<u8>, Option<u64>)> {
 pub fn append(machine: &Machine, e: &Entry) -> Result<(), String> {
     let p = path(machine);
     let last = last_line(&p);
-    let last_doc = last.as_ref().and_then(|(l, _)| LastLine::parse(l));
+    let last_doc = last.as_ref().and_then(|(l, _)| entry::<LastLine>(l));
     let last_hash = last_doc
         .as_ref()
         .and_then(|d| d.machine_hash.as_ref()?.as_str());
