@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Whole-process performance table of metaopt against its targets.
 #
-#   scripts/bench.sh [--reps N] [--large-reps N] [--sizes "example large"] [--work DIR]
+#   scripts/bench.sh [--reps N] [--large-reps N] [--sizes "example large"] [--work DIR] [--dynamic]
 #
-# Builds the release binary (honours CARGO_TARGET_DIR), writes deterministic projects
+# Builds the release binary (honours CARGO_TARGET_DIR) as it is installed: on x86-64
+# Linux the static build (`cargo build-static`, .cargo/config.toml), elsewhere, or with
+# --dynamic, the plain `cargo build --release`. Then it writes deterministic projects
 # with the `phases` bench's prepare mode (benches/support/large.rs: the bundled example
 # campaign at two sizes, one project per control-agent phase, each checked to take its
 # main branch), then times, as a host would run them:
@@ -39,13 +41,15 @@ reps=${BENCH_REPS:-11}
 large_reps=${BENCH_LARGE_REPS:-3}
 sizes=${BENCH_SIZES:-"example large"}
 work=${BENCH_WORK:-}
+build=static
 while (($#)); do
   case $1 in
     --reps) reps=$2; shift 2 ;;
     --large-reps) large_reps=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --dynamic) build=dynamic; shift ;;
+    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,7 +58,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target=${CARGO_TARGET_DIR:-target}
 [[ $target = /* ]] || target=$root/$target
-bin=$target/release/metaopt
+host=$(rustc -vV | sed -n 's/^host: //p')
+[[ $host = x86_64-unknown-linux-gnu ]] || build=dynamic
 work=${work:-$(mktemp -d -t metaopt-bench-XXXXXX)}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
@@ -65,9 +70,15 @@ run=$work/run
 commit=$(git -C "$root" rev-parse --short HEAD)
 [[ -z $(git -C "$root" status --porcelain -- src machine build.rs Cargo.toml) ]] || commit+="+dirty"
 echo "building the release binary and preparing projects in $work ..." >&2
-cargo build --release --quiet
+if [[ $build = static ]]; then
+  cargo build-static --quiet
+  bin=$target/$host/release/metaopt
+else
+  cargo build --release --quiet
+  bin=$target/release/metaopt
+fi
 cargo build --release --quiet --example spawn-timer
-# Measure a copy: the prepare step's `cargo bench` rebuilds target/release/metaopt when
+# Measure a copy: the prepare step's `cargo bench` rebuilds the release binary when
 # the sources changed in the meantime (other people commit to the tree).
 cp "$bin" "$work/metaopt"
 bin=$work/metaopt
@@ -174,7 +185,7 @@ field() { # field SIZE CASE COLUMN
 
 table=$work/table.md
 {
-  echo "metaopt $commit, $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg) at start; reps: example $reps, large $large_reps"
+  echo "metaopt $commit ($build build), $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg) at start; reps: example $reps, large $large_reps"
   echo
   echo "| phase | example median ms | large median ms | large peak RSS MiB | state size MiB | floor ms | ratio to floor | example < 3 ms | large < 150 ms | RSS < 4×state+30 MiB | ≤ 3× floor |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
