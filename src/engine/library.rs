@@ -41,10 +41,69 @@ fn parameters(chunk: &str) -> Option<usize> {
     Some(list.split(',').filter(|p| !p.trim().is_empty()).count())
 }
 
-/// Identifiers in `text` (words of letters, digits and `_` not starting with a digit).
-fn identifiers(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit()))
+/// Identifiers in `text` (words of letters, digits and `_` not starting with a digit)
+/// outside comments. A comment names functions it does not call (the one after a
+/// chunk's function describes the next function, and pulled it in: three functions
+/// parsed for nothing in the ideation gate). Words in string literals are kept: a
+/// function pointer names its function in a string (`Fn("name")`).
+fn identifiers(text: &str) -> Vec<&str> {
+    let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            // An escaped character (backtick strings have no escapes).
+            Some(q) if c == b'\\' && q != b'`' => i += 1,
+            None if c == b'"' || c == b'`' || c == b'\'' => quote = Some(c),
+            None if b[i..].starts_with(b"//") => {
+                i = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n);
+                continue;
+            }
+            None if b[i..].starts_with(b"/*") => {
+                i = block_comment_end(b, i);
+                continue;
+            }
+            _ if word(c) => {
+                let start = i;
+                while i < b.len() && word(b[i]) {
+                    i += 1;
+                }
+                if !c.is_ascii_digit() {
+                    out.push(&text[start..i]);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Where the block comment opening at `start` ends (after its `*/`; rhai nests them),
+/// or the end of `b` when it does not.
+fn block_comment_end(b: &[u8], start: usize) -> usize {
+    let mut depth = 0;
+    let mut i = start;
+    while i < b.len() {
+        if b[i..].starts_with(b"/*") {
+            depth += 1;
+            i += 2;
+        } else if b[i..].starts_with(b"*/") {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
 }
 
 impl Library {
@@ -246,6 +305,36 @@ mod tests {
         assert_eq!(names, ["a", "b"].iter().map(|s| s.to_string()).collect());
         assert_eq!(ast.iter_functions().count(), 3, "both overloads of b");
         assert!(l.needed_by(&engine, "1 + 2").unwrap().is_none());
+    }
+
+    #[test]
+    fn identifiers_skip_comments_and_keep_strings() {
+        let text = "fn f(x) { g(x) + h2 } // calls k\n\
+                    /* m /* nested n */ still o */ p(\"https://q // r\", 'c', `s ${t(1)}`)\n\
+                    3e5 + 0x1f + _u; \"esc \\\" v\" w";
+        assert_eq!(
+            identifiers(text),
+            [
+                "fn", "f", "x", "g", "x", "h2", "p", "https", "q", "r", "c", "s", "t", "_u", "esc",
+                "v", "w"
+            ]
+        );
+        // An unclosed comment or string runs to the end.
+        assert_eq!(identifiers("a /* b"), ["a"]);
+        assert_eq!(identifiers("a \"b c"), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_function_named_only_in_a_comment_is_not_carried() {
+        let engine = Engine::new_raw();
+        let l = Library::new(&[(
+            "lib/c.rhai".into(),
+            "fn a() { 1 }\n\n// b, below, is not called by a\nfn b() { c() }\nfn c() { 2 }\n"
+                .into(),
+        )]);
+        let ast = l.needed_by(&engine, "a() // and not b()").unwrap().unwrap();
+        let names: Vec<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+        assert_eq!(names, ["a"]);
     }
 
     /// What `compile_all` reports for one library file.
