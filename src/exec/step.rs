@@ -431,6 +431,10 @@ fn run_named(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The handoff size (bytes) from which its journal parts are worked out on a helper
+/// thread, alongside the step's writes.
+const HELPER_THREAD_FROM: usize = 1 << 20;
+
 fn apply_outcome(
     machine: &Machine,
     opts: &StepOptions,
@@ -476,14 +480,15 @@ fn apply_outcome(
         .map_err(|e| format!("{}: cannot write state: {e}", layout(machine, "state")))?;
     crate::engine::timing::mark("print handoff and state");
     // What the journal takes from the handoff (its patch compacted and its digest: tens
-    // of milliseconds for a pool) is worked out on a helper thread while the step writes.
+    // of milliseconds for a pool) is worked out on a helper thread while the step writes;
+    // for a handoff under a MiB it is less work than starting the thread.
     let printed = std::sync::Arc::new(printed);
-    let parts_job = {
+    let parts_job = (printed.text.len() >= HELPER_THREAD_FROM).then(|| {
         let printed = std::sync::Arc::clone(&printed);
         std::thread::Builder::new()
             .spawn(move || journal::HandoffParts::of(&printed))
             .ok()
-    };
+    });
     let handoff_text = printed.text.as_str();
     let mut executed = Vec::new();
     // Every outcome keeps its handoff; where in the order depends on the outcome.
@@ -603,6 +608,7 @@ fn apply_outcome(
     });
     // A thread that did not start or did not finish leaves the work to this one.
     let journal_parts = parts_job
+        .flatten()
         .and_then(|job| job.join().ok())
         .unwrap_or_else(|| journal::HandoffParts::of(&printed));
     // The handoff's text is written and digested by now: not held while the journal
