@@ -430,11 +430,11 @@ fn run_named(
     Ok(run_phase(machine, a, p, args, now))
 }
 
-#[allow(clippy::too_many_arguments)]
 /// The handoff size (bytes) from which its journal parts are worked out on a helper
 /// thread, alongside the step's writes.
 const HELPER_THREAD_FROM: usize = 1 << 20;
 
+#[allow(clippy::too_many_arguments)]
 fn apply_outcome(
     machine: &Machine,
     opts: &StepOptions,
