@@ -59,6 +59,21 @@ fn identifiers(text: &str) -> Vec<&str> {
             // An escaped character (backtick strings have no escapes).
             Some(q) if c == b'\\' && q != b'`' => i += 1,
             None if c == b'"' || c == b'`' || c == b'\'' => quote = Some(c),
+            // A raw string, `#"..."#` (any number of `#`): no escapes; its words count.
+            None if c == b'#' && raw_string_hashes(&b[i..]).is_some() => {
+                let hashes = raw_string_hashes(&b[i..]).unwrap_or_default();
+                let body = i + hashes + 1;
+                let mut close = vec![b'"'];
+                close.extend(std::iter::repeat_n(b'#', hashes));
+                let end = memchr::memmem::find(&b[body..], &close).map_or(b.len(), |n| body + n);
+                out.extend(
+                    text[body..end]
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit())),
+                );
+                i = (end + close.len()).min(b.len());
+                continue;
+            }
             None if b[i..].starts_with(b"//") => {
                 i = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n);
                 continue;
@@ -82,6 +97,12 @@ fn identifiers(text: &str) -> Vec<&str> {
         i += 1;
     }
     out
+}
+
+/// The number of `#` opening a raw string at the start of `b` (`#"`, `##"`, ...).
+fn raw_string_hashes(b: &[u8]) -> Option<usize> {
+    let hashes = b.iter().take_while(|&&c| c == b'#').count();
+    (hashes > 0 && b.get(hashes) == Some(&b'"')).then_some(hashes)
 }
 
 /// Where the block comment opening at `start` ends (after its `*/`; rhai nests them),
@@ -318,6 +339,12 @@ mod tests {
                 "fn", "f", "x", "g", "x", "h2", "p", "https", "q", "r", "c", "s", "t", "_u", "esc",
                 "v", "w"
             ]
+        );
+        // A raw string has no escapes: its closing quote ends it, then code resumes.
+        assert_eq!(identifiers("x + #\"a\\\"# + f // g"), ["x", "a", "f"]);
+        assert_eq!(
+            identifiers("x + ##\"a\"# b // c\"## + y // z"),
+            ["x", "a", "b", "c", "y"]
         );
         // An unclosed comment or string runs to the end.
         assert_eq!(identifiers("a /* b"), ["a"]);
