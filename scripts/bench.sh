@@ -68,7 +68,7 @@ run=$work/run
 # What is measured: the commit, +dirty when the sources differ from it (others may commit
 # while this runs; the binary is built once, here).
 commit=$(git -C "$root" rev-parse --short HEAD)
-[[ -z $(git -C "$root" status --porcelain -- src machine build.rs Cargo.toml) ]] || commit+="+dirty"
+[[ -z $(git -C "$root" status --porcelain -- src machine build.rs Cargo.toml Cargo.lock .cargo) ]] || commit+="+dirty"
 echo "building the release binary and preparing projects in $work ..." >&2
 if [[ $build = static ]]; then
   cargo build-static --quiet

@@ -4,8 +4,10 @@
 //! from one top-level `fn` to the next), and a script, when it is compiled,
 //! carries the functions whose names it mentions, and theirs, transitively.
 //! A chunk is compiled once per process. Names are found by scanning for
-//! identifiers, which over-approximates (a word in a comment or a string
-//! pulls a function in) but never misses a call written in the script.
+//! identifiers outside comments, which over-approximates (a word in a string
+//! pulls a function in) but does not miss a call written in the script: the
+//! scan follows rhai's strings (escapes, backtick strings and their `${...}`
+//! holes, raw strings) to know where comments are.
 
 use rhai::{AST, Engine};
 use std::cell::RefCell;
@@ -51,10 +53,32 @@ fn identifiers(text: &str) -> Vec<&str> {
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let mut out = Vec::new();
     let mut quote: Option<u8> = None;
+    // The open `${...}` holes of backtick strings (code again, strings and comments
+    // included), each with the depth of the braces opened in it.
+    let mut holes: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
         match quote {
+            Some(b'`') if b[i..].starts_with(b"${") => {
+                holes.push(0);
+                quote = None;
+                i += 2;
+                continue;
+            }
+            None if c == b'{' && !holes.is_empty() => {
+                if let Some(depth) = holes.last_mut() {
+                    *depth += 1;
+                }
+            }
+            None if c == b'}' && !holes.is_empty() => match holes.last_mut() {
+                Some(0) => {
+                    holes.pop();
+                    quote = Some(b'`');
+                }
+                Some(depth) => *depth -= 1,
+                None => {}
+            },
             Some(q) if c == q => quote = None,
             // An escaped character (backtick strings have no escapes).
             Some(q) if c == b'\\' && q != b'`' => i += 1,
@@ -345,6 +369,11 @@ mod tests {
         assert_eq!(
             identifiers("x + ##\"a\"# b // c\"## + y // z"),
             ["x", "a", "b", "c", "y"]
+        );
+        // A hole of a backtick string is code: its strings and comments too.
+        assert_eq!(
+            identifiers("`a ${ `b // x` } ${ f({}) /* g */ } c` + h"),
+            ["a", "b", "x", "f", "c", "h"]
         );
         // An unclosed comment or string runs to the end.
         assert_eq!(identifiers("a /* b"), ["a"]);

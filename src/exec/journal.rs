@@ -12,7 +12,8 @@ use std::path::Path;
 
 /// What a journal line takes from the handoff: the digest of its text and its patch
 /// as compact JSON. For a large patch these are the costly parts of a line; the step
-/// works them out on a helper thread while it writes the handoff and the state.
+/// works them out on a helper thread while it writes the handoff and the state (from
+/// a MiB of handoff: `HELPER_THREAD_FROM` in `exec::step`).
 pub struct HandoffParts {
     sha256: String,
     patch: Box<RawValue>,
