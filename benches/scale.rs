@@ -49,7 +49,9 @@ fn median_ms(template: &Path, args: &[&str], reps: usize) -> f64 {
         .map(|_| {
             let run = tempfile::tempdir().expect("temporary directory");
             large::copy_dir(template, run.path()).expect("copy the project");
-            // Left to settle, as a host's files are (see scripts/bench.sh).
+            // Written back and left to settle, as a host's files are (see
+            // scripts/bench.sh).
+            nix::unistd::sync();
             std::thread::sleep(std::time::Duration::from_millis(50));
             let started = Instant::now();
             let status = Command::new(&bin)

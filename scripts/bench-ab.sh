@@ -38,7 +38,8 @@ once() {
   local src=$1; shift
   rm -rf "$run"
   if [[ $src = - ]]; then mkdir -p "$run"; else cp -a "$src" "$run"; fi
-  # Left to settle, as a host's files are (see bench.sh).
+  # Written back and left to settle, as a host's files are (see bench.sh).
+  sync
   sleep 0.05
   local t0 t1
   t0=$EPOCHREALTIME

@@ -24,10 +24,10 @@
 #
 # The example rows (milliseconds) are timed by `spawn-timer` (benches/support/
 # spawn_timer.rs, built here): from spawning the process to its exit, the project
-# copied before the clock starts. Every copy, at both sizes, is left to settle for 50 ms
-# before its run, as a host's files are (written by an earlier step, not a moment ago;
-# a file changed in the last 20 ms is compared by its contents when read again, not by
-# its stamp: src/workspace/fsio.rs). Timed from this shell they would carry a subshell,
+# copied before the clock starts. Every copy, at both sizes, is written back (`sync`)
+# and left to settle for 50 ms before its run, as a host's files are (written and
+# synced by an earlier step, not a moment ago; a file changed in the last 20 ms is
+# compared by its contents when read again, not by its stamp: src/workspace/fsio.rs). Timed from this shell they would carry a subshell,
 # `cd` and a fork (about 2 ms here). The last row times `true` the same way: what the
 # spawn itself costs. The large rows are timed with bash's EPOCHREALTIME around
 # /usr/bin/time -f "%M", which supplies the peak RSS (its ~1 ms of overhead is noise at
@@ -128,7 +128,7 @@ measure() {
   local src=$1 n=$2 want_rss=$3; shift 3
   local times=() peak=0 i out
   if [[ $want_rss = none ]]; then
-    out=$("$timer" ${sync_first:+--sync} "$n" "${src:--}" "$run" -- "$@") || {
+    out=$("$timer" --sync "$n" "${src:--}" "$run" -- "$@") || {
       echo "bench.sh: spawn-timer failed on '$*'" >&2
       exit 1
     }
@@ -141,13 +141,13 @@ measure() {
   for ((i = 0; i < n; i++)); do
     rm -rf "$run"
     if [[ -n $src ]]; then cp -a "$src" "$run"; else mkdir -p "$run"; fi
-    # The copy is left to settle (50 ms), as the files a host runs a step on were
-    # written by an earlier step, not a moment ago: a file changed in the last 20 ms
-    # gets no stamp (src/workspace/fsio.rs), and its re-reads compare its contents.
+    # The copy is written back (`sync`) and left to settle (50 ms), as the files a host
+    # runs a step on were written and synced by an earlier step, not a moment ago: the
+    # harness's own 12 MB of dirty pages would be written back during the run and slow
+    # its fsyncs, and a file changed in the last 20 ms gets no stamp
+    # (src/workspace/fsio.rs), its re-reads comparing its contents.
+    sync
     sleep 0.05
-    # sync_first: the copies made so far are written back before the clock starts, so
-    # that a run which fsyncs (the demo) does not wait for the harness's own writes.
-    if [[ -n ${sync_first:-} ]]; then sync; fi
     timed "$@"
     times+=("$ms")
     if [[ -n $kib ]] && ((kib > peak)); then peak=$kib; fi
@@ -247,7 +247,7 @@ step_row gate_roll_iteration "step (ROLL_ITERATION: roll gate and reports)"
 step_row plan_launch "step (LAUNCH_SWEEP: the pools left unread)"
 if has_size example; then
   echo "  demo ..." >&2
-  sync_first=1 measure "" "$reps" none "$bin" demo --quiet --dir demo
+  measure "" "$reps" none "$bin" demo --quiet --dir demo
   row "demo --quiet (target < 1 s)" "$median" "" "" "" "" 1000 >>"$table"
 fi
 # What the measuring itself adds to each example figure: spawning a program that does
