@@ -26,9 +26,9 @@
 # spawn_timer.rs, built here): from spawning the process to its exit, the project
 # copied before the clock starts. Every copy, at both sizes, is written back (`sync`)
 # and left to settle for 50 ms before its run, as a host's files are (written and
-# synced by an earlier step, not a moment ago; a file changed in the last 20 ms is
-# compared by its contents when read again, not by its stamp: src/workspace/fsio.rs). Timed from this shell they would carry a subshell,
-# `cd` and a fork (about 2 ms here). The last row times `true` the same way: what the
+# synced by an earlier step; a file changed in the last 20 ms is compared by its
+# contents when read again: src/workspace/fsio.rs). Timed from this shell they would
+# carry a subshell, `cd` and a fork (about 2 ms here). The last row times `true` the same way: what the
 # spawn itself costs. The large rows are timed with bash's EPOCHREALTIME around
 # /usr/bin/time -f "%M", which supplies the peak RSS (its ~1 ms of overhead is noise at
 # that scale; without GNU time the RSS is sampled from /proc/<pid>/status VmHWM).
@@ -128,7 +128,7 @@ measure() {
   local src=$1 n=$2 want_rss=$3; shift 3
   local times=() peak=0 i out
   if [[ $want_rss = none ]]; then
-    out=$("$timer" --sync "$n" "${src:--}" "$run" -- "$@") || {
+    out=$("$timer" "$n" "${src:--}" "$run" -- "$@") || {
       echo "bench.sh: spawn-timer failed on '$*'" >&2
       exit 1
     }

@@ -5,15 +5,14 @@
 //! program (about 2 ms here, more than the program's start-up). This times what the
 //! target is about: from spawning the process to its exit, as a host agent calling
 //! `metaopt` sees it. Each run gets a fresh copy of the project, made before the clock
-//! starts and left to settle for 50 ms (the files a host runs a step on were written by
-//! an earlier step, not a moment ago: see `fsio::Stamp`).
+//! starts, written back (`sync`) and left to settle for 50 ms: the files a host runs a
+//! step on were written and synced by an earlier step, not a moment ago (see
+//! `fsio::Stamp`), and a program that `fsync`s should not wait for the copy's writes.
 //!
-//! Usage: `spawn-timer [--sync] REPS SRC RUN -- PROGRAM [ARGS...]`. Each of REPS runs
-//! copies directory SRC to RUN (`-` for an empty RUN), runs PROGRAM there with stdout
-//! discarded, and prints its wall time in milliseconds on a line of its own. `--sync`
-//! flushes the file systems before each run's clock starts (a program that `fsync`s
-//! should not wait for the copy's writes). A run that fails stops the timer: its stderr
-//! is shown and the exit code is 1.
+//! Usage: `spawn-timer REPS SRC RUN -- PROGRAM [ARGS...]`. Each of REPS runs copies
+//! directory SRC to RUN (`-` for an empty RUN), runs PROGRAM there with stdout
+//! discarded, and prints its wall time in milliseconds on a line of its own. A run that
+//! fails stops the timer: its stderr is shown and the exit code is 1.
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -21,7 +20,6 @@ use std::time::Instant;
 
 /// The parsed command line.
 struct Args {
-    sync: bool,
     reps: usize,
     src: Option<String>,
     run: String,
@@ -29,11 +27,7 @@ struct Args {
 }
 
 fn parse(mut args: Vec<String>) -> Result<Args, String> {
-    let usage = "usage: spawn-timer [--sync] REPS SRC RUN -- PROGRAM [ARGS...]";
-    let sync = args.first().is_some_and(|a| a == "--sync");
-    if sync {
-        args.remove(0);
-    }
+    let usage = "usage: spawn-timer REPS SRC RUN -- PROGRAM [ARGS...]";
     let split = args.iter().position(|a| a == "--").ok_or(usage)?;
     let program = args.split_off(split + 1);
     args.pop();
@@ -47,7 +41,6 @@ fn parse(mut args: Vec<String>) -> Result<Args, String> {
         return Err(usage.into());
     }
     Ok(Args {
-        sync,
         reps,
         src: (src != "-").then_some(src),
         run,
@@ -55,7 +48,7 @@ fn parse(mut args: Vec<String>) -> Result<Args, String> {
     })
 }
 
-/// Runs a helper (`cp`, `sync`, `rm`) outside the timed window.
+/// Runs a helper (`cp`) outside the timed window.
 fn helper(program: &str, args: &[&str]) -> Result<(), String> {
     let status = Command::new(program)
         .args(args)
@@ -81,9 +74,7 @@ fn time_runs(args: &Args) -> Result<(), String> {
             Some(src) => helper("cp", &["-a", src, &args.run])?,
             None => std::fs::create_dir_all(&args.run).map_err(|e| format!("{}: {e}", args.run))?,
         }
-        if args.sync {
-            helper("sync", &[])?;
-        }
+        nix::unistd::sync();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let stderr =
             std::fs::File::create(&stderr_path).map_err(|e| format!("{stderr_path}: {e}"))?;

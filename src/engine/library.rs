@@ -66,12 +66,12 @@ fn identifiers(text: &str) -> Vec<&str> {
                 i += 2;
                 continue;
             }
-            None if c == b'{' && !holes.is_empty() => {
+            None if c == b'{' => {
                 if let Some(depth) = holes.last_mut() {
                     *depth += 1;
                 }
             }
-            None if c == b'}' && !holes.is_empty() => match holes.last_mut() {
+            None if c == b'}' => match holes.last_mut() {
                 Some(0) => {
                     holes.pop();
                     quote = Some(b'`');
@@ -84,19 +84,17 @@ fn identifiers(text: &str) -> Vec<&str> {
             Some(q) if c == b'\\' && q != b'`' => i += 1,
             None if c == b'"' || c == b'`' || c == b'\'' => quote = Some(c),
             // A raw string, `#"..."#` (any number of `#`): no escapes; its words count.
-            None if c == b'#' && raw_string_hashes(&b[i..]).is_some() => {
-                let hashes = raw_string_hashes(&b[i..]).unwrap_or_default();
-                let body = i + hashes + 1;
-                let mut close = vec![b'"'];
-                close.extend(std::iter::repeat_n(b'#', hashes));
-                let end = memchr::memmem::find(&b[body..], &close).map_or(b.len(), |n| body + n);
-                out.extend(
-                    text[body..end]
-                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                        .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit())),
-                );
-                i = (end + close.len()).min(b.len());
-                continue;
+            None if c == b'#' => {
+                if let Some(hashes) = raw_string_hashes(&b[i..]) {
+                    let body = i + hashes + 1;
+                    let mut close = vec![b'"'];
+                    close.extend(std::iter::repeat_n(b'#', hashes));
+                    let end =
+                        memchr::memmem::find(&b[body..], &close).map_or(b.len(), |n| body + n);
+                    out.extend(words(&text[body..end]));
+                    i = (end + close.len()).min(b.len());
+                    continue;
+                }
             }
             None if b[i..].starts_with(b"//") => {
                 i = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |n| i + n);
@@ -121,6 +119,13 @@ fn identifiers(text: &str) -> Vec<&str> {
         i += 1;
     }
     out
+}
+
+/// The words of `text` that are identifiers (letters, digits and `_`, not starting
+/// with a digit), comments and strings not told apart.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.chars().next().is_some_and(|c| !c.is_ascii_digit()))
 }
 
 /// The number of `#` opening a raw string at the start of `b` (`#"`, `##"`, ...).

@@ -483,12 +483,14 @@ fn apply_outcome(
     // of milliseconds for a pool) is worked out on a helper thread while the step writes;
     // for a handoff under a MiB it is less work than starting the thread.
     let printed = std::sync::Arc::new(printed);
-    let parts_job = (printed.text.len() >= HELPER_THREAD_FROM).then(|| {
-        let printed = std::sync::Arc::clone(&printed);
-        std::thread::Builder::new()
-            .spawn(move || journal::HandoffParts::of(&printed))
-            .ok()
-    });
+    let parts_job = (printed.text.len() >= HELPER_THREAD_FROM)
+        .then(|| {
+            let printed = std::sync::Arc::clone(&printed);
+            std::thread::Builder::new()
+                .spawn(move || journal::HandoffParts::of(&printed))
+                .ok()
+        })
+        .flatten();
     let handoff_text = printed.text.as_str();
     let mut executed = Vec::new();
     // Every outcome keeps its handoff; where in the order depends on the outcome.
@@ -608,7 +610,6 @@ fn apply_outcome(
     });
     // A thread that did not start or did not finish leaves the work to this one.
     let journal_parts = parts_job
-        .flatten()
         .and_then(|job| job.join().ok())
         .unwrap_or_else(|| journal::HandoffParts::of(&printed));
     // The handoff's text is written and digested by now: not held while the journal
