@@ -14,7 +14,7 @@ use crate::exec::directives::{self, ExecutorKind};
 use crate::exec::journal;
 use crate::machine::Machine;
 use crate::machine::model::StateKind;
-use crate::workspace::fsio::{Inside, write_atomic_if_changed};
+use crate::workspace::fsio::{Durability, Inside, write_atomic_if_changed};
 use crate::workspace::lock::ProjectLock;
 use rhai::Dynamic;
 use serde::Serialize;
@@ -284,6 +284,7 @@ pub fn step(machine: &Machine, opts: &StepOptions) -> Result<Turn, String> {
     write_atomic_if_changed(
         Path::new(&args.load_handoff),
         &to_pretty(&load_outcome.handoff_value()),
+        Durability::Durable,
     )
     .map_err(|e| format!("{}: {e}", args.load_handoff))?;
     let mut load_outcome = Some(load_outcome);
@@ -493,9 +494,10 @@ fn apply_outcome(
         .flatten();
     let handoff_text = printed.text.as_str();
     let mut executed = Vec::new();
-    // Every outcome keeps its handoff; where in the order depends on the outcome.
+    // Every outcome keeps its handoff; where in the order depends on the outcome. It is
+    // an audit record (nothing reads it back), replaced atomically but not synced.
     let write_handoff = || {
-        write_atomic_if_changed(Path::new(&handoff_path), handoff_text)
+        write_atomic_if_changed(Path::new(&handoff_path), handoff_text, Durability::Record)
             .map_err(|e| format!("{handoff_path}: {e}"))
     };
 

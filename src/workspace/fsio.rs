@@ -1,6 +1,8 @@
 //! File primitives every writer goes through: atomic replace (temp file,
 //! fsync, rename, directory fsync) so that a crash never leaves a torn file,
 //! and size-capped reads so that a hostile result file cannot exhaust memory.
+//! Audit records the campaign never reads back are replaced atomically without
+//! the syncs (see [`Durability`]).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -162,22 +164,47 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// [`write_atomic`], unless the file already holds exactly `text` (compared as it is
-/// read): then nothing is written. For files a step rewrites with, as a rule, the same
-/// text (the load handoff, a poll's handoff): two `fsync`s saved each time. The file
-/// found is what is on disk (after a crash, the page cache is the disk), so a write that
-/// did not survive is made again.
-pub fn write_atomic_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
+/// How far an atomic write goes before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The file and its name are on disk (the file synced, then its directory): for
+    /// every file the campaign reads back (state, load handoff, tasks, results).
+    Durable,
+    /// Replaced atomically, not forced to disk: a failed step never leaves it torn, and
+    /// a power cut may lose the latest one. For audit records nothing reads back (the
+    /// step handoffs; the journal is appended the same way).
+    Record,
+}
+
+/// An atomic write of `text` to `path` as `durability` asks, unless the file already
+/// holds exactly `text` (compared as it is read): then nothing is written. For files a
+/// step rewrites with, as a rule, the same text (the load handoff, a poll's handoff):
+/// two `fsync`s saved each time. The file found is what is on disk (after a crash, the
+/// page cache is the disk), so a write that did not survive is made again.
+pub fn write_atomic_if_changed(
+    path: &Path,
+    text: &str,
+    durability: Durability,
+) -> std::io::Result<()> {
     if holds(path, text) {
         return Ok(());
     }
-    write_atomic(path, text.as_bytes())
+    match durability {
+        Durability::Durable => write_atomic(path, text.as_bytes()),
+        Durability::Record => replace(path, text.as_bytes(), false).map(|_| ()),
+    }
 }
 
 /// [`write_atomic`] without the directory sync: the file is complete on disk, its
 /// rename durable once [`sync_dir`] runs on the directory returned (writers of several
 /// files sync each directory once, at the end).
 pub fn write_atomic_unsynced(path: &Path, contents: &[u8]) -> std::io::Result<PathBuf> {
+    replace(path, contents, true)
+}
+
+/// Writes `contents` beside `path` and renames it into place, the new file synced
+/// first with `sync`; returns the directory (parents are created).
+fn replace(path: &Path, contents: &[u8], sync: bool) -> std::io::Result<PathBuf> {
     crate::workspace::failpoint::hit(path)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -191,7 +218,9 @@ pub fn write_atomic_unsynced(path: &Path, contents: &[u8]) -> std::io::Result<Pa
     })?;
     let mut tmp = tempfile::NamedTempFile::new_in(&parent)?;
     tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(parent)
 }
@@ -372,13 +401,13 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h/load.json");
-        write_atomic_if_changed(&path, "{}\n").unwrap();
+        write_atomic_if_changed(&path, "{}\n", Durability::Durable).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "{}\n");
         // An atomic write renames a new file into place: a new inode.
         let inode = fs::metadata(&path).unwrap().ino();
-        write_atomic_if_changed(&path, "{}\n").unwrap();
+        write_atomic_if_changed(&path, "{}\n", Durability::Record).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "left as it was");
-        write_atomic_if_changed(&path, "{\"a\": 1}\n").unwrap();
+        write_atomic_if_changed(&path, "{\"a\": 1}\n", Durability::Record).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\": 1}\n");
         assert_ne!(fs::metadata(&path).unwrap().ino(), inode, "written again");
     }
