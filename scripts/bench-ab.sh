@@ -32,6 +32,15 @@ command -v valgrind >/dev/null || callgrind=no
 manifest=$work/manifest.tsv
 [[ -f $manifest ]] || { echo "bench-ab.sh: $manifest not found (run scripts/bench.sh --work $work first)" >&2; exit 2; }
 run=$work/ab-run
+# Both binaries are run from fresh copies made the same way: the page cache of an
+# executable starts it faster or slower depending on how its file was written and what
+# became of its pages since (the same bytes, linked in place against copied, differed
+# by 0.5 ms a start here).
+before_given=$before after_given=$after
+cp "$before" "$work/ab-before"
+cp "$after" "$work/ab-after"
+before=$work/ab-before
+after=$work/ab-after
 
 # wall MS of "$@" run in a fresh copy of project $1.
 once() {
@@ -80,8 +89,8 @@ compare() {
   }'
 }
 
-echo "before: $before"
-echo "after:  $after"
+echo "before: $before_given"
+echo "after:  $after_given"
 echo "$(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg) at start; reps: example $reps, large $large_reps (interleaved)"
 echo
 echo "| case | before ms | after ms | speed-up | instructions (one run) |"
