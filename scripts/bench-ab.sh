@@ -34,8 +34,8 @@ manifest=$work/manifest.tsv
 run=$work/ab-run
 # Both binaries are run from fresh copies made the same way: the page cache of an
 # executable starts it faster or slower depending on how its file was written and what
-# became of its pages since (the same bytes, linked in place against copied, differed
-# by 0.5 ms a start here).
+# became of its pages since (the same bytes, copied half an hour apart, differed by
+# 0.5 ms a start here).
 before_given=$before after_given=$after
 cp "$before" "$work/ab-before"
 cp "$after" "$work/ab-after"
