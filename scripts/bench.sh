@@ -29,8 +29,8 @@
 # and left to settle for 50 ms before its run, as a host's files are (written and
 # synced by an earlier step; a file changed in the last 20 ms is compared by its
 # contents when read again: src/workspace/fsio.rs). Timed from this shell they would
-# carry a subshell, `cd` and a fork (about 2 ms here). The last row times `true` the same way: what the
-# spawn itself costs. The large rows are timed with bash's EPOCHREALTIME around
+# carry a subshell, `cd` and a fork (about 2 ms here). The last row times `true` the
+# same way: what the spawn itself costs. The large rows are timed with bash's EPOCHREALTIME around
 # /usr/bin/time -f "%M", which supplies the peak RSS (its ~1 ms of overhead is noise at
 # that scale; without GNU time the RSS is sampled from /proc/<pid>/status VmHWM).
 # The machine's load average is printed with the table: on a busy machine every number
@@ -50,7 +50,7 @@ while (($#)); do
     --sizes) sizes=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --dynamic) build=dynamic; shift ;;
-    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

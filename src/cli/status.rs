@@ -165,17 +165,17 @@ pub fn run(machine_dir: Option<&Path>, args: StatusArgs) -> i32 {
         state["current_iteration"],
         completed.len()
     );
-    match state["baseline"].as_object() {
-        Some(b) => {
-            let field = |k: &str| b.get(k).cloned().unwrap_or(Value::Null);
-            crate::say!(
-                "baseline   {} = {} ({})",
-                field("metric").as_str().unwrap_or("?"),
-                field("value"),
-                field("wandb_run_url")
-            )
-        }
-        None => crate::say!("baseline   none yet"),
+    // (Indexing the value, not its map: a missing field reads as null.)
+    let baseline = &state["baseline"];
+    if baseline.is_object() {
+        crate::say!(
+            "baseline   {} = {} ({})",
+            baseline["metric"].as_str().unwrap_or("?"),
+            baseline["value"],
+            baseline["wandb_run_url"]
+        );
+    } else {
+        crate::say!("baseline   none yet");
     }
     match cap {
         Some(c) => crate::say!("spend      {} {:.2} / {:.2} USD", bar(spent, c), spent, c),

@@ -97,8 +97,9 @@ pub struct Summary {
 }
 
 /// Calls `each` with every line of the journal that is a JSON object, as written and
-/// summarised, in order (other lines, and lines that are not UTF-8, are skipped). The journal is read a line at a
-/// time: it grows with the campaign, by megabytes a pool-changing step.
+/// summarised, in order (other lines, and lines that are not UTF-8, are skipped). The
+/// journal is read a line at a time: it grows with the campaign, by megabytes a
+/// pool-changing step.
 pub fn scan(machine: &Machine, mut each: impl FnMut(&str, Summary)) {
     use std::io::BufRead;
     let Ok(file) = std::fs::File::open(path(machine)) else {
